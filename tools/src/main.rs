@@ -1,0 +1,31 @@
+//! `vchan`: the command line of the vchan project.
+//!
+//! Each subcommand lives in its own module under `cmd/` with an `Args` struct (clap) and a
+//! `run` function returning the process exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// vchan: zero-copy inter-domain channels for Xen, wire-compatible with libxenvchan.
+#[derive(Debug, Parser)]
+#[command(name = "vchan", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print facts about the shared-page layout and ring geometry for given sizes.
+    Layout(cmd::layout::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Layout(args) => cmd::layout::run(args),
+    }
+}

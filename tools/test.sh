@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The project's test command: set-up on a fresh Debian 12 machine, then every check CI runs.
+#   tools/test.sh            everything (what .ci/run runs)
+#   FUZZ_SECONDS=N           seconds per fuzz target (default 30; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; STEP_T0=$(date +%s); }
+done_() { printf '    (%ss)\n' "$(( $(date +%s) - STEP_T0 ))"; }
+
+T0=$(date +%s)
+step "set-up"; tools/setup.sh; done_
+
+step "cargo fmt --check"; cargo fmt --all --check; done_
+step "cargo clippy -D warnings"; cargo clippy --workspace --all-targets -- -D warnings; done_
+
+step "tests (optimised, with debug assertions and overflow checks)"
+cargo test --workspace --profile test-opt; done_
+
+step "doc tests and docs build"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q; done_
+
+step "loom models (LOOM_MAX_PREEMPTIONS=2)"
+LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p vchan-ring --profile loom --test loom -- --test-threads=2; done_
+
+step "benches compile"; cargo bench --workspace --no-run -q; done_
+
+step "vchan-ring is no_std (x86_64-unknown-none)"
+cargo build -q -p vchan-ring --target x86_64-unknown-none; done_
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+if [ "$FUZZ_SECONDS" != 0 ] && cargo +nightly fuzz --version >/dev/null 2>&1; then
+  mkdir -p target/fuzz-logs
+  for t in $(cd fuzz && cargo +nightly fuzz list); do
+    step "fuzz $t for ${FUZZ_SECONDS}s"
+    log=target/fuzz-logs/$t.log
+    if ! (cd fuzz && cargo +nightly fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS") >"$log" 2>&1; then
+      tail -n 60 "$log"; echo "fuzz target $t failed (full log: $log)"; exit 1
+    fi
+    grep -E '^Done [0-9]+ runs' "$log" || tail -n 3 "$log"
+    done_
+  done
+else
+  step "fuzzing skipped (no nightly toolchain with cargo-fuzz, or FUZZ_SECONDS=0)"
+fi
+
+printf '\nAll checks passed in %ss.\n' "$(( $(date +%s) - T0 ))"
