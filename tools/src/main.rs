@@ -21,11 +21,17 @@ struct Cli {
 enum Command {
     /// Print facts about the shared-page layout and ring geometry for given sizes.
     Layout(cmd::layout::Args),
+    /// Run a simulated Xen host, print how to join it, create and destroy its domains.
+    Sim(cmd::sim::Args),
+    /// Read, write and watch XenStore.
+    Xs(cmd::xs::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Layout(args) => cmd::layout::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
+        Command::Xs(args) => cmd::xs::run(args),
     }
 }

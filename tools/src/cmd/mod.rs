@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
 pub mod layout;
+pub mod sim;
+pub mod xs;

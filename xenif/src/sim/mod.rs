@@ -13,6 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod host;
+pub mod xenstored;
+
 use crate::error::{Error, Result};
 use crate::evtchn::EventChannels;
 use crate::grant::{GrantMapper, GrantSharer};

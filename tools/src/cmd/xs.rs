@@ -1,0 +1,172 @@
+//! `vchan xs`: a XenStore command line on top of `vchan_xenif::xenstore::Client`, talking to
+//! real xenstored or the simulated host (same connection rules as the library:
+//! `XENSTORED_PATH`, then `VCHAN_SIM_DIR`/`VCHAN_SIM_DOMID`, then the dom0 socket, then
+//! `/dev/xen/xenbus`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use vchan_xenif::DomId;
+use vchan_xenif::xenstore::{Client, Perm};
+
+/// Arguments of `vchan xs`.
+#[derive(Debug, clap::Args)]
+#[command(about = "Read, write and watch XenStore (real Xen or the simulated host)")]
+pub struct Args {
+    /// Request timeout in seconds (0: wait forever)
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+
+    #[command(subcommand)]
+    op: Op,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Op {
+    /// Print a node's value
+    Read {
+        /// Node path (relative paths are under /local/domain/<own id>)
+        path: String,
+    },
+    /// Write a node's value (creating it and its parents)
+    Write {
+        /// Node path
+        path: String,
+        /// The value
+        value: String,
+    },
+    /// Create a node with an empty value
+    Mkdir {
+        /// Node path
+        path: String,
+    },
+    /// Remove a node and everything below it
+    Rm {
+        /// Node path
+        path: String,
+    },
+    /// List a node's children
+    Ls {
+        /// Node path
+        path: String,
+    },
+    /// Print a subtree with values and permissions
+    Tree {
+        /// Node path
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Print a node's permissions (owner first)
+    Perms {
+        /// Node path
+        path: String,
+    },
+    /// Replace a node's permissions, owner first (e.g. `n0 r5`)
+    Chmod {
+        /// Node path
+        path: String,
+        /// Permissions: n, r, w or b followed by a domain id
+        #[arg(required = true)]
+        perms: Vec<Perm>,
+    },
+    /// Print events of a watch (path, or @introduceDomain / @releaseDomain)
+    Watch {
+        /// Watched path
+        path: String,
+        /// Token
+        #[arg(long, default_value = "vchan-xs")]
+        token: String,
+        /// Stop after this many events (the first fires at registration)
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Print this domain's id (with the fallbacks of Client::own_domid)
+    Domid,
+    /// Print a domain's home path
+    DomainPath {
+        /// The domain
+        domid: DomId,
+    },
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> ExitCode {
+    match exec(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vchan xs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exec(args: Args) -> Result<()> {
+    let xs = Client::connect()?;
+    xs.set_timeout((args.timeout > 0).then(|| Duration::from_secs(args.timeout)));
+    match args.op {
+        Op::Read { path } => {
+            let v = xs.read(&path)?;
+            println!("{}", String::from_utf8_lossy(&v));
+        }
+        Op::Write { path, value } => xs.write(&path, value)?,
+        Op::Mkdir { path } => xs.mkdir(&path)?,
+        Op::Rm { path } => xs.rm(&path)?,
+        Op::Ls { path } => {
+            for name in xs.directory(&path)? {
+                println!("{name}");
+            }
+        }
+        Op::Tree { path } => tree(&xs, &path, 0)?,
+        Op::Perms { path } => println!("{}", perms_line(&xs.get_perms(&path)?)),
+        Op::Chmod { path, perms } => xs.set_perms(&path, &perms)?,
+        Op::Watch { path, token, count } => {
+            let w = xs.watch(&path, &token)?;
+            let mut seen = 0u64;
+            while count.is_none_or(|c| seen < c) {
+                let ev = w.next_event().context("waiting for watch events")?;
+                println!("{} {}", ev.path, ev.token);
+                seen += 1;
+            }
+        }
+        Op::Domid => println!("{}", xs.own_domid()?),
+        Op::DomainPath { domid } => println!("{}", xs.get_domain_path(domid)?),
+    }
+    Ok(())
+}
+
+fn perms_line(perms: &[Perm]) -> String {
+    perms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn tree(xs: &Client, path: &str, depth: usize) -> Result<()> {
+    let value = xs.read(path).unwrap_or_default();
+    let perms = xs
+        .get_perms(path)
+        .map(|p| perms_line(&p))
+        .unwrap_or_default();
+    let name = if depth == 0 {
+        path
+    } else {
+        path.rsplit('/').next().unwrap_or(path)
+    };
+    println!(
+        "{:indent$}{name} = {:?}  ({perms})",
+        "",
+        String::from_utf8_lossy(&value),
+        indent = depth * 2
+    );
+    for child in xs.directory(path)? {
+        let p = if path == "/" {
+            format!("/{child}")
+        } else {
+            format!("{path}/{child}")
+        };
+        tree(xs, &p, depth + 1)?;
+    }
+    Ok(())
+}
