@@ -1,0 +1,351 @@
+//! The host side of simulated grants and event channels: the grant table, event-channel
+//! bindings and unmap-notify registrations of every domain, served on `<dir>/dom<N>/host.sock`.
+//!
+//! A process acts as domain N by connecting to domain N's socket (the socket it reaches is
+//! its identity, as the ring page a real domain's kernel uses is). Each handle
+//! ([`crate::sim::client`]) keeps one connection for its life, so when a process exits or is
+//! killed the broker sees the connection end and runs the unmap notifications of everything
+//! the process held — the way Linux's gntdev/gntalloc do at file release.
+//!
+//! What the broker provides, and how:
+//!
+//! * **Grants.** A share is one sealed `memfd` (it can neither shrink nor grow, so no mapper
+//!   ever faults with `SIGBUS`) with a run of consecutive references in the granting domain's
+//!   table. Only the grantee may map; it receives the file over `SCM_RIGHTS` — for a read-only
+//!   mapping a fresh `O_RDONLY` open of it, so `PROT_WRITE` is refused by the kernel. The
+//!   broker keeps its own descriptor, so it can clear a notify byte after every process using
+//!   the pages is gone.
+//! * **Event channels.** Binding is brokered: a channel is a pair of `eventfd`s that each end
+//!   receives when it binds. Notifying is then one `write(2)` straight into the other process.
+//! * **Limits.** Grants, ports, mapped pages and open handles per domain are bounded
+//!   ([`BrokerConfig`]); a refusal says which limit and how to raise it.
+//!
+//! What it must never do: trust a request. Every id in a request is checked against what
+//! the asking connection owns, every offset and count against the region it names. A
+//! malformed request closes that connection and nothing else.
+//!
+//! Limits of the simulation: the sim isolates domains from *mistakes*, not from a process
+//! determined to escape. All domains' processes usually run under one user, which can read
+//! and write each other's memory (`/proc/<pid>/mem`, `ptrace`); and a process with
+//! `CAP_DAC_OVERRIDE` (root) can reopen a read-only grant descriptor for writing through
+//! `/proc/self/fd` (the files are mode 0400 to stop everyone else).
+//!
+//! ```
+//! use vchan_xenif::sim::broker::Broker;
+//! use vchan_xenif::{Access, Backend, DomId};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let broker = Broker::new(dir.path())?;
+//! broker.domain_created(DomId(0))?;
+//! broker.domain_created(DomId(1))?;
+//!
+//! // Normally two processes; here two handles of one process, acting as domains 0 and 1.
+//! let dom0 = Backend::Sim { dir: dir.path().into(), domid: DomId(0) };
+//! let dom1 = Backend::Sim { dir: dir.path().into(), domid: DomId(1) };
+//! let shared = dom0.grant_sharer()?.share(DomId(1), 2, Access::ReadWrite)?;
+//! let mapped = dom1.grant_mapper()?.map(DomId(0), shared.refs(), Access::ReadOnly)?;
+//! assert_eq!(mapped.len(), 2 * vchan_xenif::PAGE_SIZE);
+//! assert_eq!(broker.stats().mappings, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod grants;
+mod ports;
+pub(crate) mod socket;
+mod state;
+pub(crate) mod wire;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use self::socket::Received;
+use self::state::State;
+use self::wire::MAX_MESSAGE;
+use crate::types::DomId;
+
+/// Limits the host enforces per domain. The defaults follow Xen 4.17 where Xen has a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Pages a domain may have granted at once (default 32768: Xen's default
+    /// `max_grant_frames` of 64 frames × 512 version-1 entries). Exceeding it is
+    /// [`crate::Error::GrantLimit`].
+    pub max_grants_per_domain: u32,
+    /// Event-channel ports a domain may have bound at once (default 1023, Xen's default
+    /// `max_event_channels` for a guest).
+    pub max_ports_per_domain: u32,
+    /// Pages a domain may have mapped at once (default 262144, 1 GiB).
+    pub max_mapped_pages_per_domain: u32,
+    /// Open handles (grant sharers, grant mappers, event-channel handles) per domain (default
+    /// 1024). Each is one connection, hence one descriptor in the host.
+    pub max_connections_per_domain: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_grants_per_domain: 64 * 512,
+            max_ports_per_domain: 1023,
+            max_mapped_pages_per_domain: 1 << 18,
+            max_connections_per_domain: 1024,
+        }
+    }
+}
+
+/// A snapshot of what the host holds (for status displays and leak checks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Domains being served.
+    pub domains: usize,
+    /// Open connections (handles, plus regions that outlived their handle).
+    pub connections: usize,
+    /// Live shares.
+    pub shares: usize,
+    /// Pages in live shares.
+    pub shared_pages: usize,
+    /// Live mappings.
+    pub mappings: usize,
+    /// Pages in live mappings.
+    pub mapped_pages: usize,
+    /// Bound event-channel ports.
+    pub ports: usize,
+}
+
+// Epoll data: the top byte says what became ready, the rest which one.
+const TAG_SHIFT: u32 = 56;
+const TAG_STOP: u64 = 1;
+const TAG_LISTENER: u64 = 2;
+const TAG_CONN: u64 = 3;
+const ID_MASK: u64 = (1 << TAG_SHIFT) - 1;
+/// Messages served per connection per wake-up, so that one busy client cannot starve others.
+const MESSAGES_PER_TURN: usize = 16;
+/// Connections accepted per listener per wake-up.
+const ACCEPTS_PER_TURN: usize = 64;
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    epoll: Epoll,
+    stop: EventFd,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in this module; the bookkeeping is still
+        // the best information there is, so keep serving rather than poisoning every domain.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The grant and event-channel service of a simulated host rooted at a directory.
+///
+/// Serves on its own thread from [`Broker::new`] until dropped. The host daemon calls
+/// [`Broker::domain_created`] and [`Broker::domain_released`] as domains come and go.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Starts a broker for the host rooted at `dir` (created if missing), with default limits.
+    pub fn new(dir: &Path) -> io::Result<Broker> {
+        Self::with_config(dir, BrokerConfig::default())
+    }
+
+    /// Starts a broker with the given limits.
+    pub fn with_config(dir: &Path, config: BrokerConfig) -> io::Result<Broker> {
+        std::fs::create_dir_all(dir)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        epoll.add(
+            &stop,
+            EpollEvent::new(EpollFlags::EPOLLIN, TAG_STOP << TAG_SHIFT),
+        )?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            epoll,
+            stop,
+            state: Mutex::new(State::new(config)),
+        });
+        let thread = std::thread::Builder::new()
+            .name("vchan-sim-broker".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || serve(&shared)
+            })?;
+        Ok(Broker {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The host's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Starts serving domain `domid`: binds `<dir>/dom<N>/host.sock` (creating the domain's
+    /// directory if needed). Errors if the domain is already served, the id is reserved, or
+    /// the socket cannot be bound.
+    pub fn domain_created(&self, domid: DomId) -> io::Result<()> {
+        if !domid.is_valid() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("domain id {domid} is reserved by Xen and cannot name a domain"),
+            ));
+        }
+        let mut state = self.shared.state();
+        if state.has_domain(domid) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("domain {domid} already exists on this simulated host"),
+            ));
+        }
+        std::fs::create_dir_all(super::domain_dir(&self.shared.dir, domid))?;
+        let path = super::host_socket(&self.shared.dir, domid);
+        let listener = Arc::new(socket::listen(&path)?);
+        let data = (TAG_LISTENER << TAG_SHIFT) | u64::from(domid.0);
+        if let Err(e) = self
+            .shared
+            .epoll
+            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, data))
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        state.add_domain(domid, listener, path);
+        Ok(())
+    }
+
+    /// Releases everything domain `domid` holds, as Xen does when a domain is destroyed: its
+    /// connections are closed (so the unmap notifications of its mappings and shares fire),
+    /// its grants end, its ports close (the other ends revert to unbound), and its
+    /// `host.sock` is removed. Returns whether the domain existed.
+    pub fn domain_released(&self, domid: DomId) -> bool {
+        let socket = self.shared.state().release_domain(domid);
+        match socket {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the host holds right now.
+    pub fn stats(&self) -> BrokerStats {
+        self.shared.state().stats()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.shared.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let state = self.shared.state();
+        for path in state.sockets() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn serve(shared: &Shared) {
+    let mut events = vec![EpollEvent::empty(); 64];
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let n = match shared.epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => {
+                // epoll_wait on a valid epoll fd fails only with EINTR; don't spin regardless.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        for ev in &events[..n] {
+            let data = ev.data();
+            match data >> TAG_SHIFT {
+                TAG_STOP => return,
+                TAG_LISTENER => accept_all(shared, DomId((data & ID_MASK) as u16)),
+                TAG_CONN => serve_conn(shared, data & ID_MASK, &mut buf),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn accept_all(shared: &Shared, domid: DomId) {
+    let mut state = shared.state();
+    let Some(listener) = state.listener(domid) else {
+        return;
+    };
+    for _ in 0..ACCEPTS_PER_TURN {
+        match socket::accept(listener.as_fd()) {
+            Ok(Some(sock)) => register(shared, &mut state, domid, sock),
+            Ok(None) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            Err(_) => {
+                // Out of descriptors or memory: leave the connection queued and retry soon,
+                // without spinning on the still-readable listener.
+                drop(state);
+                std::thread::sleep(Duration::from_millis(10));
+                return;
+            }
+        }
+    }
+}
+
+fn register(shared: &Shared, state: &mut State, domid: DomId, sock: OwnedFd) {
+    let Some(id) = state.add_conn(domid, sock) else {
+        return;
+    };
+    let Some(sock) = state.conn_socket(id) else {
+        return;
+    };
+    let data = (TAG_CONN << TAG_SHIFT) | (id & ID_MASK);
+    if shared
+        .epoll
+        .add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, data))
+        .is_err()
+    {
+        state.close_conn(id);
+    }
+}
+
+fn serve_conn(shared: &Shared, id: u64, buf: &mut [u8]) {
+    let mut state = shared.state();
+    let Some(sock) = state.conn_socket(id) else {
+        return;
+    };
+    for _ in 0..MESSAGES_PER_TURN {
+        let len = match socket::recv(sock.as_fd(), buf, false, true) {
+            Ok(Received::Message(len, _)) => len,
+            Ok(Received::WouldBlock) => return,
+            Ok(Received::Closed) | Err(_) => {
+                state.close_conn(id);
+                return;
+            }
+        };
+        let response = state.handle(id, &buf[..len]);
+        let bytes = wire::encode_reply(response.seq, &response.result);
+        let fds: Vec<_> = response.fds.iter().map(|f| f.as_fd()).collect();
+        // A client waits for each reply before its next request, so its queue never fills;
+        // one whose does is not reading, and loses its connection rather than stalling the host.
+        let sent = socket::send(sock.as_fd(), &bytes, &fds, true);
+        if sent.is_err() || response.close {
+            state.close_conn(id);
+            return;
+        }
+    }
+}

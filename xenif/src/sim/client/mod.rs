@@ -1,0 +1,288 @@
+//! This process's side of simulated grants and event channels: [`SimGrantSharer`],
+//! [`SimGrantMapper`] and [`SimEventChannels`], the sim's implementations of
+//! [`GrantSharer`], [`GrantMapper`] and [`crate::EventChannels`].
+//!
+//! Each handle opens its own connection to `<dir>/dom<N>/host.sock` and keeps it for its life
+//! (and the life of every region made through it), so the host sees this process go away
+//! however it goes. Setting up (share, map, bind) is a request to the host; the data path is
+//! not: pages are plain `mmap(MAP_SHARED)` memory, and a notification is one `write(2)` on
+//! an eventfd shared with the other end.
+//!
+//! Usually reached through [`crate::Backend`] (`VCHAN_SIM_DIR` + `VCHAN_SIM_DOMID`); the
+//! constructors here are for code that picks the host explicitly.
+
+mod evtchn;
+mod region;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use self::evtchn::SimEventChannels;
+use self::region::{MappedRegion, PieceSource, SharedRegion};
+use super::broker::socket::{self, Received};
+use super::broker::wire::{
+    MAX_MAP_PAGES, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request, WireError,
+};
+use crate::error::{Error, Result};
+use crate::grant::{Access, GrantMapper, GrantSharer, MappedPages, SharedPages};
+use crate::types::{DomId, GrantRef, PAGE_SIZE};
+
+/// How long a request may wait for the host's answer before it is an error (the host answers
+/// in microseconds; this only turns a wedged host into an error instead of a hang).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One connection to the host, shared by a handle and the regions made through it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    sock: OwnedFd,
+    dir: PathBuf,
+    domid: DomId,
+    /// Serialises requests (one reply per request, in order) and numbers them.
+    seq: Mutex<u32>,
+}
+
+impl Connection {
+    /// Connects to domain `domid`'s socket of the host at `dir` and checks that both sides
+    /// agree on the protocol and the domain.
+    pub(crate) fn open(dir: &Path, domid: DomId) -> Result<Connection> {
+        let path = super::host_socket(dir, domid);
+        let sock = socket::connect(&path).map_err(|e| Error::Sim {
+            dir: dir.to_owned(),
+            reason: format!(
+                "cannot connect to {}: {e}. Is the simulated host running (`vchan sim`), and was \
+                 domain {domid} created on it?",
+                path.display()
+            ),
+        })?;
+        socket::set_timeouts(sock.as_fd(), REPLY_TIMEOUT)
+            .map_err(|e| Error::os(format!("setting timeouts on {}", path.display()), e))?;
+        let conn = Connection {
+            sock,
+            dir: dir.to_owned(),
+            domid,
+            seq: Mutex::new(0),
+        };
+        match conn.call(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            domid,
+        })? {
+            (Reply::Hello { domid: d }, _) if d == domid => Ok(conn),
+            _ => Err(conn.sim_error("unexpected answer to HELLO")),
+        }
+    }
+
+    pub(crate) fn domid(&self) -> DomId {
+        self.domid
+    }
+
+    pub(crate) fn sim_error(&self, reason: impl Into<String>) -> Error {
+        Error::Sim {
+            dir: self.dir.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn closed(&self) -> Error {
+        self.sim_error(format!(
+            "the host closed the connection of domain {}: the host stopped, or the domain was \
+             released",
+            self.domid
+        ))
+    }
+
+    /// Sends `req` and waits for its reply (and the descriptors that came with it).
+    pub(crate) fn call(&self, req: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
+        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        *seq = seq.wrapping_add(1);
+        let msg = req.encode(*seq);
+        if let Err(e) = socket::send(self.sock.as_fd(), &msg, &[], false) {
+            return Err(match e.raw_os_error() {
+                Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => self.closed(),
+                _ => Error::os("sending a request to the simulated host", e),
+            });
+        }
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            let (len, fds) = match socket::recv(self.sock.as_fd(), &mut buf, true, false) {
+                Ok(Received::Message(len, fds)) => (len, fds),
+                Ok(Received::Closed) => return Err(self.closed()),
+                Ok(Received::WouldBlock) => {
+                    return Err(self.sim_error(format!(
+                        "no answer from the host within {} s",
+                        REPLY_TIMEOUT.as_secs()
+                    )));
+                }
+                Err(e) => return Err(Error::os("receiving the simulated host's answer", e)),
+            };
+            let (reply_seq, result) = super::broker::wire::decode_reply(&buf[..len])
+                .map_err(|m| self.sim_error(format!("malformed answer from the host: {}", m.0)))?;
+            if reply_seq != *seq {
+                // The late answer to a request that timed out: drop it (and its descriptors).
+                continue;
+            }
+            return match result {
+                Ok(reply) => Ok((reply, fds)),
+                Err(e) => Err(self.error(e)),
+            };
+        }
+    }
+
+    fn error(&self, e: WireError) -> Error {
+        match e {
+            WireError::GrantLimit { requested, hint } => Error::GrantLimit {
+                requested: usize::try_from(requested).unwrap_or(usize::MAX),
+                hint,
+            },
+            WireError::GrantDenied {
+                granter,
+                gref,
+                reason,
+            } => Error::GrantDenied {
+                granter,
+                gref,
+                reason,
+            },
+            WireError::Port { port, reason } => Error::Port { port, reason },
+            WireError::InvalidArgument(msg) => Error::InvalidArgument(msg),
+            WireError::Host(reason) => self.sim_error(reason),
+        }
+    }
+}
+
+/// Shares pages with other domains of a simulated host (the sim's `/dev/xen/gntalloc`).
+#[derive(Debug)]
+pub struct SimGrantSharer {
+    conn: Arc<Connection>,
+}
+
+impl SimGrantSharer {
+    /// Opens a handle acting as domain `domid` of the host rooted at `dir`.
+    pub fn connect(dir: &Path, domid: DomId) -> Result<Self> {
+        Ok(SimGrantSharer {
+            conn: Arc::new(Connection::open(dir, domid)?),
+        })
+    }
+}
+
+impl GrantSharer for SimGrantSharer {
+    fn share(&self, peer: DomId, count: usize, access: Access) -> Result<SharedPages> {
+        if count == 0 {
+            return Err(Error::InvalidArgument("cannot share zero pages".into()));
+        }
+        let count32 = u32::try_from(count).map_err(|_| Error::GrantLimit {
+            requested: count,
+            hint: "more pages than a grant table can hold".into(),
+        })?;
+        let (reply, mut fds) = self.conn.call(&Request::Share {
+            peer,
+            count: count32,
+            access,
+        })?;
+        let (share, first_ref) = match reply {
+            Reply::Shared { share, first_ref } => (share, first_ref),
+            _ => return Err(self.conn.sim_error("unexpected answer to SHARE")),
+        };
+        // From here on the share exists on the host; dropping `region` ends it.
+        let region = SharedRegion::new(Arc::clone(&self.conn), share);
+        let (Some(fd), true) = (fds.pop(), fds.is_empty()) else {
+            return Err(self.conn.sim_error("SHARE answered without exactly one descriptor"));
+        };
+        let refs = (0..count32)
+            .map(|i| GrantRef(first_ref.0.wrapping_add(i)))
+            .collect();
+        region
+            .into_shared_pages(&fd, count * PAGE_SIZE, refs, peer)
+            .map_err(|e| Error::os("mmap of shared pages", e))
+    }
+}
+
+/// Maps pages other domains of a simulated host granted (the sim's `/dev/xen/gntdev`).
+#[derive(Debug)]
+pub struct SimGrantMapper {
+    conn: Arc<Connection>,
+}
+
+impl SimGrantMapper {
+    /// Opens a handle acting as domain `domid` of the host rooted at `dir`.
+    pub fn connect(dir: &Path, domid: DomId) -> Result<Self> {
+        Ok(SimGrantMapper {
+            conn: Arc::new(Connection::open(dir, domid)?),
+        })
+    }
+}
+
+impl GrantMapper for SimGrantMapper {
+    fn map(&self, peer: DomId, refs: &[GrantRef], access: Access) -> Result<MappedPages> {
+        if refs.is_empty() {
+            return Err(Error::InvalidArgument("cannot map zero pages".into()));
+        }
+        if refs.len() > MAX_MAP_PAGES {
+            return Err(Error::InvalidArgument(format!(
+                "cannot map {} pages in one call: the simulated host maps at most \
+                 {MAX_MAP_PAGES} ({} MiB)",
+                refs.len(),
+                (MAX_MAP_PAGES * PAGE_SIZE) >> 20
+            )));
+        }
+        let (reply, mut fds) = self.conn.call(&Request::Map {
+            granter: peer,
+            access,
+            refs: refs.to_vec(),
+        })?;
+        let (map, fd_count, pieces) = match reply {
+            Reply::Mapped {
+                map,
+                fd_count,
+                pieces,
+            } => (map, fd_count as usize, pieces),
+            _ => return Err(self.conn.sim_error("unexpected answer to MAP")),
+        };
+        // From here on the mapping exists on the host; dropping `region` ends it.
+        let region = MappedRegion::new(Arc::clone(&self.conn), map, access);
+        while fds.len() < fd_count {
+            let (reply, more) = self.conn.call(&Request::MapFds {
+                map,
+                start: fds.len() as u32,
+            })?;
+            if reply != Reply::Fds || more.is_empty() {
+                return Err(self.conn.sim_error("unexpected answer to MAP_FDS"));
+            }
+            fds.extend(more);
+        }
+        if fds.len() != fd_count {
+            return Err(self.conn.sim_error("MAP answered with the wrong number of descriptors"));
+        }
+        // Check the host's answer before mapping anything: pieces cover exactly the pages
+        // asked for, each within its file.
+        let mut sizes = Vec::with_capacity(fds.len());
+        for fd in &fds {
+            let st = nix::sys::stat::fstat(fd)
+                .map_err(|e| Error::os("fstat of a mapped grant", e.into()))?;
+            sizes.push(u64::try_from(st.st_size).unwrap_or(0));
+        }
+        let mut total = 0u64;
+        let mut sources = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            let size = sizes.get(p.fd_index as usize).copied();
+            let end = (u64::from(p.page_offset) + u64::from(p.pages)) * PAGE_SIZE as u64;
+            match size {
+                Some(size) if p.pages > 0 && end <= size => {}
+                _ => return Err(self.conn.sim_error("MAP answered with an invalid piece")),
+            }
+            total += u64::from(p.pages);
+            sources.push(PieceSource {
+                fd: fds[p.fd_index as usize].as_fd(),
+                offset: u64::from(p.page_offset) * PAGE_SIZE as u64,
+                len: p.pages as usize * PAGE_SIZE,
+            });
+        }
+        if total != refs.len() as u64 {
+            return Err(self.conn.sim_error("MAP answered with pieces of the wrong total size"));
+        }
+        region
+            .into_mapped_pages(&sources, peer)
+            .map_err(|e| Error::os("mmap of granted pages", e))
+    }
+}
