@@ -21,7 +21,7 @@ use vchan_xenif::xenstore::Client;
 )]
 pub struct Args {
     /// Host directory [default: $VCHAN_SIM_DIR, else $XDG_RUNTIME_DIR/vchan-sim, else
-    /// /tmp/vchan-sim-<uid>]
+    /// /tmp/vchan-sim-UID]
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
 

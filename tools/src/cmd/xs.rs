@@ -26,7 +26,7 @@ pub struct Args {
 enum Op {
     /// Print a node's value
     Read {
-        /// Node path (relative paths are under /local/domain/<own id>)
+        /// Node path (relative paths are under /local/domain/OWN_ID)
         path: String,
     },
     /// Write a node's value (creating it and its parents)

@@ -12,8 +12,9 @@
 //!   [`DomainHooks::domain_created`] (the broker binds `<dir>/dom<N>/host.sock` there), writes
 //!   `/local/domain/<N>/{domid,name}` (perms `n0 r<N>`) and `/local/domain/<N>/data` (owned
 //!   by N) and fires `@introduceDomain`;
-//! * release closes the domain's connections, removes its nodes and its socket, calls
-//!   [`DomainHooks::domain_released`], and fires `@releaseDomain`.
+//! * release closes the domain's connections, removes its nodes, calls
+//!   [`DomainHooks::domain_released`], removes `<dir>/dom<N>/` with everything in it, and
+//!   fires `@releaseDomain`.
 //!
 //! Dom0 always exists. One host per directory: the host holds an `flock` on
 //! `<dir>/host.lock`, so a second one is refused; sockets a crashed host left behind are

@@ -197,7 +197,7 @@ impl store::DomainControl for Net {
                     h.domain_released(domid);
                 }
                 self.stop_listener(domid);
-                let _ = std::fs::remove_dir(&ddir);
+                let _ = std::fs::remove_dir_all(&ddir);
                 return Err(format!("domain hook failed: {e}"));
             }
         }
@@ -218,7 +218,7 @@ impl store::DomainControl for Net {
         for h in self.hooks.iter().rev() {
             h.domain_released(domid);
         }
-        let _ = std::fs::remove_dir(super::domain_dir(&self.dir, domid));
+        let _ = std::fs::remove_dir_all(super::domain_dir(&self.dir, domid));
     }
 }
 
@@ -418,7 +418,7 @@ impl Xenstored {
                 for h in net.hooks.iter().rev() {
                     h.domain_released(*d);
                 }
-                let _ = std::fs::remove_dir(super::domain_dir(&net.dir, *d));
+                let _ = std::fs::remove_dir_all(super::domain_dir(&net.dir, *d));
             }
             self.inner.adopt_threads(net);
         }
