@@ -28,7 +28,10 @@ fn check_pattern(ptr: *const u8, page_order: &[usize]) {
     for (at, &p) in page_order.iter().enumerate() {
         let got = read(ptr.wrapping_add(at * PAGE_SIZE), PAGE_SIZE);
         let want: Vec<u8> = (0..PAGE_SIZE).map(|i| pattern(p, i)).collect();
-        assert!(got == want, "page {at} of the mapping is not page {p} of the share");
+        assert!(
+            got == want,
+            "page {at} of the mapping is not page {p} of the share"
+        );
     }
 }
 
@@ -89,7 +92,11 @@ fn child(role: &str) {
                 )
             };
             let errno = std::io::Error::last_os_error().raw_os_error();
-            assert_eq!((rc, errno), (-1, Some(libc::EACCES)), "mprotect(PROT_WRITE) allowed");
+            assert_eq!(
+                (rc, errno),
+                (-1, Some(libc::EACCES)),
+                "mprotect(PROT_WRITE) allowed"
+            );
             say("READ");
             support::write_byte(m.as_ptr(), 0xEE);
             say("WROTE");
@@ -99,9 +106,16 @@ fn child(role: &str) {
         "notify-mapper" => {
             let refs = refs_from_string(&support::env("REFS"));
             let remote_port = vchan_xenif::EventPort(support::env("PORT").parse().unwrap());
-            let ev = backend.event_channels().unwrap();
+            // A dying process's files are released in no promised order (Linux: the reverse
+            // of opening); the notification must fire either way, so the parent asks for both.
+            let (ev, mapper) = if support::env("OPEN") == "evtchn-last" {
+                let mapper = backend.grant_mapper().unwrap();
+                (backend.event_channels().unwrap(), mapper)
+            } else {
+                let ev = backend.event_channels().unwrap();
+                (ev, backend.grant_mapper().unwrap())
+            };
             let port = ev.bind_interdomain(DomId(0), remote_port).unwrap();
-            let mapper = backend.grant_mapper().unwrap();
             let m = mapper.map(DomId(0), &refs, Access::ReadWrite).unwrap();
             m.set_unmap_notify(UnmapNotify {
                 clear_byte: Some(22),
@@ -175,7 +189,10 @@ fn shared_pages_are_written_and_read_across_processes() {
         "map-check-write",
         host.path(),
         DomId(1),
-        &[("REFS", refs_to_string(s.refs())), ("ORDER", "0,1,2".into())],
+        &[
+            ("REFS", refs_to_string(s.refs())),
+            ("ORDER", "0,1,2".into()),
+        ],
     );
     c.expect("DONE");
     c.wait_success();
@@ -211,7 +228,12 @@ fn a_1mib_ring_and_its_control_page_map_contiguously_in_any_order() {
     let mut refs = ctrl.refs().to_vec();
     refs.extend_from_slice(ring.refs());
     let order: Vec<usize> = (0..257).collect();
-    let order_s = |o: &[usize]| o.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+    let order_s = |o: &[usize]| {
+        o.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut c = spawn(
         "a_1mib_ring_and_its_control_page_map_contiguously_in_any_order",
         "map-check-write",
@@ -221,7 +243,10 @@ fn a_1mib_ring_and_its_control_page_map_contiguously_in_any_order() {
     );
     c.expect("DONE");
     c.wait_success();
-    assert_eq!(read(ring.as_ptr().wrapping_add(ring.len() - 5), 5), b"dom1!");
+    assert_eq!(
+        read(ring.as_ptr().wrapping_add(ring.len() - 5), 5),
+        b"dom1!"
+    );
     fill_ring();
 
     // Scattered: the ring's pages reversed, then the control page.
@@ -348,8 +373,15 @@ fn read_only_mappings_cannot_be_written() {
 }
 
 /// Shares a page with domain 1, binds a port for it, starts a "notify-mapper" child and waits
-/// for it to be ready; then `how` is sent and the notification is awaited.
+/// for it to be ready; then `how` is sent and the notification is awaited. Done twice: with
+/// the child's event-channel handle opened before and after its grant mapper.
 fn unmap_notify_case(test: &str, how: &str) {
+    for open in ["evtchn-first", "evtchn-last"] {
+        unmap_notify_once(test, how, open);
+    }
+}
+
+fn unmap_notify_once(test: &str, how: &str, open: &str) {
     let host = Host::new(&[0, 1]);
     let b0 = host.backend(0);
     let ev = b0.event_channels().unwrap();
@@ -368,6 +400,7 @@ fn unmap_notify_case(test: &str, how: &str) {
         &[
             ("REFS", refs_to_string(s.refs())),
             ("PORT", port.0.to_string()),
+            ("OPEN", open.into()),
         ],
     );
     c.expect("READY");
@@ -378,11 +411,11 @@ fn unmap_notify_case(test: &str, how: &str) {
         _ => c.send(how),
     }
     let fired = ev.wait(Some(support::DEADLINE)).unwrap();
-    assert_eq!(fired, Some(port), "no unmap notification ({how})");
+    assert_eq!(fired, Some(port), "no unmap notification ({how}, {open})");
     assert_eq!(
         read_byte(s.as_ptr().wrapping_add(22)),
         0,
-        "notify byte not cleared ({how})"
+        "notify byte not cleared ({how}, {open})"
     );
     assert_eq!(read_byte(s.as_ptr().wrapping_add(23)), 0);
     if how == "unmap" {
@@ -495,6 +528,7 @@ fn domain_release_releases_everything_it_held() {
         &[
             ("REFS", refs_to_string(s.refs())),
             ("PORT", port.0.to_string()),
+            ("OPEN", "evtchn-first".into()),
         ],
     );
     c.expect("READY");
@@ -518,7 +552,10 @@ fn domain_release_releases_everything_it_held() {
     c.send("bye");
     c.wait_success();
     let st = host.broker.stats();
-    assert_eq!((st.domains, st.mappings, st.ports, st.connections), (1, 0, 1, 2));
+    assert_eq!(
+        (st.domains, st.mappings, st.ports, st.connections),
+        (1, 0, 1, 2)
+    );
 
     // Created again, the domain can connect to our port, which reverted to unbound.
     host.broker.domain_created(DomId(1)).unwrap();
@@ -574,7 +611,9 @@ fn exhausted_limits_give_clear_errors() {
     ));
 
     // Mapped pages: 4 at most.
-    let m = mapper.map(DomId(0), &b.refs()[..4], Access::ReadOnly).unwrap();
+    let m = mapper
+        .map(DomId(0), &b.refs()[..4], Access::ReadOnly)
+        .unwrap();
     match mapper.map(DomId(0), &b.refs()[4..5], Access::ReadOnly) {
         Err(e @ Error::Sim { .. }) => {
             assert!(e.to_string().contains("max_mapped_pages_per_domain"), "{e}")
@@ -582,7 +621,9 @@ fn exhausted_limits_give_clear_errors() {
         other => panic!("mapping limit not enforced: {other:?}"),
     }
     drop(m);
-    let _m = mapper.map(DomId(0), &b.refs()[..1], Access::ReadOnly).unwrap();
+    let _m = mapper
+        .map(DomId(0), &b.refs()[..1], Access::ReadOnly)
+        .unwrap();
 
     // Handles: domain 1 has a mapper; two more fit, the fourth is refused.
     let _e1 = host.backend(1).event_channels().unwrap();

@@ -13,10 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod broker;
+pub mod client;
 pub mod host;
 pub mod xenstored;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::evtchn::EventChannels;
 use crate::grant::{GrantMapper, GrantSharer};
 use crate::types::DomId;
@@ -46,21 +48,14 @@ pub fn host_socket(dir: &Path, domid: DomId) -> PathBuf {
     domain_dir(dir, domid).join("host.sock")
 }
 
-fn not_yet(dir: &Path) -> Error {
-    Error::Sim {
-        dir: dir.to_owned(),
-        reason: "simulated grants and event channels are not built yet".into(),
-    }
+pub(crate) fn grant_sharer(dir: &Path, domid: DomId) -> Result<Box<dyn GrantSharer>> {
+    Ok(Box::new(client::SimGrantSharer::connect(dir, domid)?))
 }
 
-pub(crate) fn grant_sharer(dir: &Path, _domid: DomId) -> Result<Box<dyn GrantSharer>> {
-    Err(not_yet(dir))
+pub(crate) fn grant_mapper(dir: &Path, domid: DomId) -> Result<Box<dyn GrantMapper>> {
+    Ok(Box::new(client::SimGrantMapper::connect(dir, domid)?))
 }
 
-pub(crate) fn grant_mapper(dir: &Path, _domid: DomId) -> Result<Box<dyn GrantMapper>> {
-    Err(not_yet(dir))
-}
-
-pub(crate) fn event_channels(dir: &Path, _domid: DomId) -> Result<Box<dyn EventChannels>> {
-    Err(not_yet(dir))
+pub(crate) fn event_channels(dir: &Path, domid: DomId) -> Result<Box<dyn EventChannels>> {
+    Ok(Box::new(client::SimEventChannels::connect(dir, domid)?))
 }

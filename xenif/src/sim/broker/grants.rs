@@ -67,7 +67,9 @@ impl GrantTable {
             };
             // The last run starting before `end` is the only one that can overlap.
             match self.runs.range(..end).next_back() {
-                Some((&first, run)) if u64::from(first) + u64::from(run.count) > candidate.into() => {
+                Some((&first, run))
+                    if u64::from(first) + u64::from(run.count) > candidate.into() =>
+                {
                     // `first + count` fits: it was checked when the run was allocated.
                     candidate = first + run.count;
                 }

@@ -349,3 +349,15 @@ fn serve_conn(shared: &Shared, id: u64, buf: &mut [u8]) {
         }
     }
 }
+
+/// The broker as a [`SimHost`](super::host::SimHost) hook: the host calls these as domains are
+/// created (dom0 at start, others at XenStore `INTRODUCE`) and released.
+impl super::host::DomainHooks for Broker {
+    fn domain_created(&self, domid: DomId, _dir: &Path) -> io::Result<()> {
+        Broker::domain_created(self, domid)
+    }
+
+    fn domain_released(&self, domid: DomId) {
+        Broker::domain_released(self, domid);
+    }
+}

@@ -102,8 +102,7 @@ pub(crate) fn send(
         flags |= MsgFlags::MSG_DONTWAIT;
     }
     loop {
-        match socket::sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(bytes)], cmsgs, flags, None)
-        {
+        match socket::sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(bytes)], cmsgs, flags, None) {
             Ok(n) if n == bytes.len() => return Ok(()),
             Ok(_) => return Err(io::Error::other("message sent only in part")),
             Err(Errno::EINTR) => continue,

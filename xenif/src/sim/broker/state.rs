@@ -173,7 +173,9 @@ fn new_pages(granter: DomId, first_ref: u32, count: u32) -> io::Result<OwnedFd> 
     nix::unistd::ftruncate(&fd, len)?;
     fcntl(
         &fd,
-        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+        ),
     )?;
     // Owner read-only: a process given a read-only descriptor cannot reopen it for writing
     // through /proc/self/fd (unless it has CAP_DAC_OVERRIDE, as root has; see the module docs
@@ -377,7 +379,10 @@ impl State {
     }
 
     fn hello(&mut self, id: ConnId, version: u32, domid: DomId) -> Answer {
-        let conn = self.conns.get_mut(&id).ok_or_else(|| WireError::Host("unknown connection".into()))?;
+        let conn = self
+            .conns
+            .get_mut(&id)
+            .ok_or_else(|| WireError::Host("unknown connection".into()))?;
         if version != PROTOCOL_VERSION {
             return Err(WireError::Host(format!(
                 "protocol version mismatch: the host speaks version {PROTOCOL_VERSION}, this \
@@ -425,13 +430,13 @@ impl State {
                 hint: hint(),
             });
         }
-        let first_ref = dom
-            .grants
-            .allocate(count, share_id)
-            .ok_or_else(|| WireError::GrantLimit {
-                requested: count.into(),
-                hint: hint(),
-            })?;
+        let first_ref =
+            dom.grants
+                .allocate(count, share_id)
+                .ok_or_else(|| WireError::GrantLimit {
+                    requested: count.into(),
+                    hint: hint(),
+                })?;
         let mem = match new_pages(domid, first_ref, count) {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
@@ -696,7 +701,11 @@ impl State {
                     ),
                 });
             }
-            if let Some(p) = self.domains.get_mut(&domid).and_then(|d| d.ports.get_mut(port.0)) {
+            if let Some(p) = self
+                .domains
+                .get_mut(&domid)
+                .and_then(|d| d.ports.get_mut(port.0))
+            {
                 p.pins += 1;
             }
         }
@@ -705,8 +714,14 @@ impl State {
             event: port.map(|p| (domid, p.0)),
         };
         let old = match region {
-            RegionId::Share(s) => self.shares.get_mut(&s).map(|sh| std::mem::replace(&mut sh.notify, notify)),
-            RegionId::Map(m) => self.maps.get_mut(&m).map(|mp| std::mem::replace(&mut mp.notify, notify)),
+            RegionId::Share(s) => self
+                .shares
+                .get_mut(&s)
+                .map(|sh| std::mem::replace(&mut sh.notify, notify)),
+            RegionId::Map(m) => self
+                .maps
+                .get_mut(&m)
+                .map(|mp| std::mem::replace(&mut mp.notify, notify)),
         };
         if let Some((d, n)) = old.and_then(|o| o.event) {
             self.unpin(d, n);
@@ -730,7 +745,10 @@ impl State {
         let number = self.free_port(domid)?;
         let incoming = new_eventfd().map_err(|e| host_error("creating an eventfd", e))?;
         let outgoing = new_eventfd().map_err(|e| host_error("creating an eventfd", e))?;
-        let fds = vec![OutFd::Kept(Arc::clone(&incoming)), OutFd::Kept(Arc::clone(&outgoing))];
+        let fds = vec![
+            OutFd::Kept(Arc::clone(&incoming)),
+            OutFd::Kept(Arc::clone(&outgoing)),
+        ];
         if let Some(d) = self.domains.get_mut(&domid) {
             d.ports.insert(
                 number,
@@ -787,7 +805,9 @@ impl State {
             )));
         };
         if p.owner.is_none() {
-            return Err(deny(format!("port {rport} of domain {remote} is being closed")));
+            return Err(deny(format!(
+                "port {rport} of domain {remote} is being closed"
+            )));
         }
         if p.remote != domid {
             return Err(deny(format!(
@@ -807,7 +827,10 @@ impl State {
         let outgoing = Arc::clone(&p.incoming);
         let number = self.free_port(domid)?;
         drain(&incoming);
-        let fds = vec![OutFd::Kept(Arc::clone(&incoming)), OutFd::Kept(Arc::clone(&outgoing))];
+        let fds = vec![
+            OutFd::Kept(Arc::clone(&incoming)),
+            OutFd::Kept(Arc::clone(&outgoing)),
+        ];
         if let Some(d) = self.domains.get_mut(&domid) {
             d.ports.insert(
                 number,
@@ -821,7 +844,11 @@ impl State {
                 },
             );
         }
-        if let Some(p) = self.domains.get_mut(&remote).and_then(|d| d.ports.get_mut(rport)) {
+        if let Some(p) = self
+            .domains
+            .get_mut(&remote)
+            .and_then(|d| d.ports.get_mut(rport))
+        {
             p.peer = Some(number);
         }
         if let Some(c) = self.conns.get_mut(&id) {
@@ -866,7 +893,11 @@ impl State {
     }
 
     fn unpin(&mut self, domid: DomId, n: u32) {
-        let Some(p) = self.domains.get_mut(&domid).and_then(|d| d.ports.get_mut(n)) else {
+        let Some(p) = self
+            .domains
+            .get_mut(&domid)
+            .and_then(|d| d.ports.get_mut(n))
+        else {
             return;
         };
         p.pins = p.pins.saturating_sub(1);

@@ -622,7 +622,10 @@ mod tests {
             }
             let mut longer = bytes.clone();
             longer.push(0);
-            assert!(Request::decode(&longer).1.is_err(), "{req:?} + 1 byte accepted");
+            assert!(
+                Request::decode(&longer).1.is_err(),
+                "{req:?} + 1 byte accepted"
+            );
         }
     }
 
@@ -641,7 +644,10 @@ mod tests {
         assert!(Request::decode(&w.0).1.is_err());
         let mut w = Writer::new();
         w.u32(99).u32(5);
-        assert_eq!(Request::decode(&w.0), (Some(5), Err(Malformed("unknown operation"))));
+        assert_eq!(
+            Request::decode(&w.0),
+            (Some(5), Err(Malformed("unknown operation")))
+        );
         // A port number wider than 32 bits.
         let mut w = Writer::new();
         w.u32(OP_SET_NOTIFY)
@@ -700,7 +706,10 @@ mod tests {
             let bytes = encode_reply(i as u32, &reply);
             assert_eq!(decode_reply(&bytes), Ok((i as u32, reply.clone())));
             for cut in 0..bytes.len() {
-                assert!(decode_reply(&bytes[..cut]).is_err(), "{reply:?} cut at {cut}");
+                assert!(
+                    decode_reply(&bytes[..cut]).is_err(),
+                    "{reply:?} cut at {cut}"
+                );
             }
         }
     }

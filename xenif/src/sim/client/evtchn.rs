@@ -2,16 +2,27 @@
 //!
 //! Each bound port has two eventfds received from the host: *incoming* (the other end writes
 //! it) and *outgoing* (we write it to notify). The handle's pollable descriptor is an epoll
-//! instance over the incoming eventfds, each registered `EPOLLONESHOT`:
+//! instance watching every incoming eventfd edge-triggered (each `write(2)` by the other end
+//! is one edge), plus a private *ready* eventfd (below). Masking is kept here, not in the
+//! kernel:
 //!
-//! * a port that fires is reported once and then disarmed — *masked* — until
-//!   [`EventChannels::unmask`] re-arms it;
-//! * reporting a port consumes the events that made it fire; events arriving while it is
-//!   masked stay counted, so unmask makes it fire again at once (Linux: the pending bit is
-//!   set while masked and delivered at unmask);
+//! * a port that fires is delivered once and is then *masked*: edges on a masked port only
+//!   mark it "fired while masked";
+//! * [`EventChannels::unmask`] clears the mask; if the port fired meanwhile it is queued for
+//!   delivery at once (Linux: the pending bit set while masked is delivered at unmask), and
+//!   the ready eventfd keeps the handle's descriptor readable while that queue is not empty;
 //! * `notify` is one `write(2)` into the other process's eventfd, with no host on the way.
+//!
+//! So the hot path of a ping-pong is one `write` (notify) and one `epoll_wait` (wait) per
+//! side; unmask is a few instructions. The incoming counters are never read: edges carry the
+//! information, and a counter cannot overflow in practice (2^64 − 1 notifications; an end
+//! that saturates it on purpose only silences its own notifications).
+//!
+//! Readiness of the descriptor may be spurious once: an edge on a masked port makes it
+//! readable until [`EventChannels::pending`] or [`EventChannels::wait`] absorbs the edge and
+//! reports nothing. Event channels allow spurious wake-ups; callers re-check their state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::Connection;
 use crate::error::{Error, Result};
@@ -26,10 +38,22 @@ use crate::evtchn::EventChannels;
 use crate::sim::broker::wire::{Reply, Request};
 use crate::types::{DomId, EventPort};
 
+/// Epoll data of the ready eventfd (port numbers are `u32`, so this cannot collide).
+const READY_TAG: u64 = u64::MAX;
+
 #[derive(Debug)]
 struct BoundPort {
     incoming: OwnedFd,
     outgoing: OwnedFd,
+    masked: bool,
+    fired_while_masked: bool,
+}
+
+#[derive(Debug, Default)]
+struct Ports {
+    bound: HashMap<u32, BoundPort>,
+    /// Unmasked ports that fired while masked, to deliver before waiting.
+    ready: VecDeque<u32>,
 }
 
 /// An event-channel handle on a simulated host (the sim's `/dev/xen/evtchn`).
@@ -39,14 +63,9 @@ struct BoundPort {
 pub struct SimEventChannels {
     conn: Connection,
     epoll: Epoll,
-    ports: Mutex<HashMap<u32, BoundPort>>,
-}
-
-fn armed(port: u32) -> EpollEvent {
-    EpollEvent::new(
-        EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT,
-        u64::from(port),
-    )
+    /// Readable (counter 1) exactly while `ports.ready` is not empty.
+    ready: EventFd,
+    ports: Mutex<Ports>,
 }
 
 fn not_bound(port: EventPort, domid: DomId) -> Error {
@@ -56,20 +75,43 @@ fn not_bound(port: EventPort, domid: DomId) -> Error {
     }
 }
 
+fn epoll_error(e: Errno) -> Error {
+    Error::os("epoll_wait on an event-channel handle", e.into())
+}
+
+/// What one look at the epoll instance found.
+enum Look {
+    /// A port to deliver.
+    Port(EventPort),
+    /// Something that is not a delivery (an absorbed edge, the ready queue's signal).
+    Nothing,
+    /// Nothing ready within the timeout.
+    TimedOut,
+}
+
 impl SimEventChannels {
     /// Opens a handle acting as domain `domid` of the host rooted at `dir`.
     pub fn connect(dir: &Path, domid: DomId) -> Result<Self> {
         let conn = Connection::open(dir, domid)?;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-            .map_err(|e| Error::os("epoll_create1 for an event-channel handle", e.into()))?;
+        let os = |what: &str, e: Errno| {
+            Error::os(format!("{what} for an event-channel handle"), e.into())
+        };
+        let epoll =
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| os("epoll_create1", e))?;
+        let ready = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| os("eventfd", e))?;
+        epoll
+            .add(&ready, EpollEvent::new(EpollFlags::EPOLLIN, READY_TAG))
+            .map_err(|e| os("epoll_ctl(ADD)", e))?;
         Ok(SimEventChannels {
             conn,
             epoll,
-            ports: Mutex::new(HashMap::new()),
+            ready,
+            ports: Mutex::new(Ports::default()),
         })
     }
 
-    fn ports(&self) -> MutexGuard<'_, HashMap<u32, BoundPort>> {
+    fn ports(&self) -> MutexGuard<'_, Ports> {
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -88,45 +130,75 @@ impl SimEventChannels {
                 .sim_error(format!("{what} answered without exactly two descriptors")));
         };
         let mut ports = self.ports();
-        if ports.contains_key(&port.0) {
+        if ports.bound.contains_key(&port.0) {
             return Err(self.conn.sim_error(format!(
                 "{what} answered with port {port}, which this handle already has"
             )));
         }
-        if let Err(e) = self.epoll.add(&incoming, armed(port.0)) {
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, port.0.into());
+        if let Err(e) = self.epoll.add(&incoming, ev) {
             drop(ports);
             let _ = self.conn.call(&Request::Unbind { port });
             return Err(Error::os("epoll_ctl(ADD) for a new port", e.into()));
         }
-        ports.insert(port.0, BoundPort { incoming, outgoing });
+        ports.bound.insert(
+            port.0,
+            BoundPort {
+                incoming,
+                outgoing,
+                masked: false,
+                fired_while_masked: false,
+            },
+        );
         Ok(port)
     }
 
-    /// Turns a readiness report for `port` into a delivery: consumes the port's counted events.
-    /// `false` if the port was unbound in the meantime.
-    fn take(&self, port: u32) -> bool {
-        let ports = self.ports();
-        match ports.get(&port) {
-            Some(p) => {
-                let mut v = [0u8; 8];
-                // EAGAIN (nothing counted) can only follow another reader of the eventfd; the
-                // report is then merely spurious, which event channels allow.
-                let _ = nix::unistd::read(&p.incoming, &mut v);
-                true
+    /// Delivers the first queued port, if any (masking it).
+    fn pop_ready(&self, ports: &mut Ports) -> Option<EventPort> {
+        while let Some(n) = ports.ready.pop_front() {
+            if ports.ready.is_empty() {
+                let _ = self.ready.read();
             }
-            None => false,
+            if let Some(p) = ports.bound.get_mut(&n) {
+                if !p.masked {
+                    p.masked = true;
+                    return Some(EventPort(n));
+                }
+            }
         }
+        None
     }
 
-    fn poll_once(&self, timeout: EpollTimeout) -> Result<Option<EventPort>> {
+    /// One look: the ready queue, then the epoll instance (waiting up to `timeout`).
+    fn look(&self, timeout: EpollTimeout) -> Result<Look> {
+        if let Some(port) = self.pop_ready(&mut self.ports()) {
+            return Ok(Look::Port(port));
+        }
         let mut events = [EpollEvent::empty()];
         match self.epoll.wait(&mut events, timeout) {
-            Ok(0) | Err(Errno::EINTR) => Ok(None),
+            Ok(0) => Ok(Look::TimedOut),
             Ok(_) => {
-                let port = events[0].data() as u32;
-                Ok(self.take(port).then_some(EventPort(port)))
+                let data = events[0].data();
+                if data == READY_TAG {
+                    return Ok(Look::Nothing);
+                }
+                let n = data as u32;
+                let mut ports = self.ports();
+                match ports.bound.get_mut(&n) {
+                    // Unbound since the edge: nothing to deliver.
+                    None => Ok(Look::Nothing),
+                    Some(p) if p.masked => {
+                        p.fired_while_masked = true;
+                        Ok(Look::Nothing)
+                    }
+                    Some(p) => {
+                        p.masked = true;
+                        Ok(Look::Port(EventPort(n)))
+                    }
+                }
             }
-            Err(e) => Err(Error::os("epoll_wait on an event-channel handle", e.into())),
+            Err(Errno::EINTR) => Ok(Look::Nothing),
+            Err(e) => Err(epoll_error(e)),
         }
     }
 }
@@ -153,12 +225,18 @@ impl EventChannels for SimEventChannels {
     }
 
     fn unbind(&self, port: EventPort) -> Result<()> {
-        let removed = self.ports().remove(&port.0);
-        let Some(p) = removed else {
-            return Err(not_bound(port, self.conn.domid()));
-        };
-        let _ = self.epoll.delete(&p.incoming);
-        drop(p);
+        {
+            let mut ports = self.ports();
+            let Some(p) = ports.bound.remove(&port.0) else {
+                return Err(not_bound(port, self.conn.domid()));
+            };
+            let _ = self.epoll.delete(&p.incoming);
+            let was_ready = !ports.ready.is_empty();
+            ports.ready.retain(|&n| n != port.0);
+            if was_ready && ports.ready.is_empty() {
+                let _ = self.ready.read();
+            }
+        }
         match self.conn.call(&Request::Unbind { port })? {
             (Reply::Done, _) => Ok(()),
             _ => Err(self.conn.sim_error("unexpected answer to UNBIND")),
@@ -168,6 +246,7 @@ impl EventChannels for SimEventChannels {
     fn notify(&self, port: EventPort) -> Result<()> {
         let ports = self.ports();
         let p = ports
+            .bound
             .get(&port.0)
             .ok_or_else(|| not_bound(port, self.conn.domid()))?;
         match nix::unistd::write(&p.outgoing, &1u64.to_ne_bytes()) {
@@ -178,61 +257,56 @@ impl EventChannels for SimEventChannels {
     }
 
     fn pending(&self) -> Result<Option<EventPort>> {
-        // A report for a port unbound meanwhile is dropped; look again (bounded by the number
-        // of ports that were ready).
-        for _ in 0..64 {
-            let mut events = [EpollEvent::empty()];
-            match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {
-                    let port = events[0].data() as u32;
-                    if self.take(port) {
-                        return Ok(Some(EventPort(port)));
-                    }
-                }
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os("epoll_wait on an event-channel handle", e.into())),
+        // Each look either delivers, or consumes one edge / the ready signal; the number of
+        // those is bounded by the ports, so this ends.
+        loop {
+            match self.look(EpollTimeout::ZERO)? {
+                Look::Port(p) => return Ok(Some(p)),
+                Look::Nothing => continue,
+                Look::TimedOut => return Ok(None),
             }
         }
-        Ok(None)
     }
 
     fn unmask(&self, port: EventPort) -> Result<()> {
-        let ports = self.ports();
+        let mut ports = self.ports();
         let p = ports
-            .get(&port.0)
+            .bound
+            .get_mut(&port.0)
             .ok_or_else(|| not_bound(port, self.conn.domid()))?;
-        let mut ev = armed(port.0);
-        self.epoll
-            .modify(&p.incoming, &mut ev)
-            .map_err(|e| Error::os(format!("unmask of port {port} (epoll_ctl MOD)"), e.into()))
+        p.masked = false;
+        if std::mem::take(&mut p.fired_while_masked) {
+            if ports.ready.is_empty() {
+                self.ready
+                    .write(1)
+                    .map_err(|e| Error::os(format!("unmask of port {port}"), e.into()))?;
+            }
+            ports.ready.push_back(port.0);
+        }
+        Ok(())
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<Option<EventPort>> {
-        let Some(timeout) = timeout else {
-            loop {
-                if let Some(port) = self.poll_once(EpollTimeout::NONE)? {
-                    return Ok(Some(port));
-                }
-            }
-        };
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
+            let t = match (timeout, deadline) {
+                (None, _) | (Some(_), None) => EpollTimeout::NONE,
+                (Some(_), Some(d)) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // Whole milliseconds, rounded up, so that we never return before the
+                    // deadline.
+                    let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
+                    EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+                }
             };
-            // Whole milliseconds, rounded up, so that we never return before the deadline.
-            let ms = left
-                .as_nanos()
-                .div_ceil(1_000_000)
-                .min(i32::MAX as u128) as i32;
-            let t = EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX);
-            if let Some(port) = self.poll_once(t)? {
-                return Ok(Some(port));
-            }
-            if left.is_zero() {
-                return Ok(None);
+            match self.look(t)? {
+                Look::Port(p) => return Ok(Some(p)),
+                Look::Nothing => continue,
+                Look::TimedOut => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }

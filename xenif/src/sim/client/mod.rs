@@ -187,7 +187,9 @@ impl GrantSharer for SimGrantSharer {
         // From here on the share exists on the host; dropping `region` ends it.
         let region = SharedRegion::new(Arc::clone(&self.conn), share);
         let (Some(fd), true) = (fds.pop(), fds.is_empty()) else {
-            return Err(self.conn.sim_error("SHARE answered without exactly one descriptor"));
+            return Err(self
+                .conn
+                .sim_error("SHARE answered without exactly one descriptor"));
         };
         let refs = (0..count32)
             .map(|i| GrantRef(first_ref.0.wrapping_add(i)))
@@ -252,7 +254,9 @@ impl GrantMapper for SimGrantMapper {
             fds.extend(more);
         }
         if fds.len() != fd_count {
-            return Err(self.conn.sim_error("MAP answered with the wrong number of descriptors"));
+            return Err(self
+                .conn
+                .sim_error("MAP answered with the wrong number of descriptors"));
         }
         // Check the host's answer before mapping anything: pieces cover exactly the pages
         // asked for, each within its file.
@@ -279,7 +283,9 @@ impl GrantMapper for SimGrantMapper {
             });
         }
         if total != refs.len() as u64 {
-            return Err(self.conn.sim_error("MAP answered with pieces of the wrong total size"));
+            return Err(self
+                .conn
+                .sim_error("MAP answered with pieces of the wrong total size"));
         }
         region
             .into_mapped_pages(&sources, peer)

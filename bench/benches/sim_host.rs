@@ -1,0 +1,233 @@
+//! The simulated host's costs, each beside the bare Linux primitive it is built on, in the
+//! same run:
+//!
+//! * `evtchn_round_trip`: parent notifies, a child process waits, unmasks and notifies back,
+//!   the parent waits and unmasks — against the same ping-pong over two bare eventfds
+//!   (blocking `read`/`write`). Target: the sim within 1.5× of bare.
+//! * `grant_setup`: share a control page and a 1 MiB ring (1 + 256 pages) and map both in the
+//!   other domain, as a vchan server and client do — against `memfd_create` + `ftruncate` +
+//!   two `mmap`s per region. Target: well under 1 ms. (Pages are not touched: first-touch
+//!   faults cost the same with or without the sim.)
+//!
+//! The binary re-runs itself as the child process (`SIM_BENCH_ROLE`).
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use vchan_xenif::sim::broker::Broker;
+use vchan_xenif::{Access, Backend, DomId, EventPort, PAGE_SIZE};
+
+const ROLE: &str = "SIM_BENCH_ROLE";
+
+/// Kills and reaps the child when dropped, so that no echo process outlives the bench.
+struct Echo(Child);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(role: &str, envs: &[(&str, String)], stdin: Stdio, stdout: Stdio) -> Echo {
+    let child = Command::new(std::env::current_exe().expect("current_exe"))
+        .env(ROLE, role)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning the echo process");
+    Echo(child)
+}
+
+fn eventfd_blocking() -> OwnedFd {
+    OwnedFd::from(EventFd::from_flags(EfdFlags::EFD_CLOEXEC).expect("eventfd"))
+}
+
+fn write_u64(fd: impl AsFd, v: u64) {
+    nix::unistd::write(fd, &v.to_ne_bytes()).expect("eventfd write");
+}
+
+fn read_u64(fd: impl AsFd) -> u64 {
+    let mut b = [0u8; 8];
+    nix::unistd::read(fd, &mut b).expect("eventfd read");
+    u64::from_ne_bytes(b)
+}
+
+/// Child: echo every event. Bare: stdin and stdout are the two eventfds. Sim: a port.
+fn child(role: &str) {
+    match role {
+        "bare-echo" => loop {
+            read_u64(std::io::stdin());
+            write_u64(std::io::stdout(), 1);
+        },
+        "sim-echo" => {
+            let backend = Backend::detect().expect("sim backend");
+            let ev = backend.event_channels().expect("event channels");
+            let remote = EventPort(std::env::var("PORT").unwrap().parse().unwrap());
+            let port = ev.bind_interdomain(DomId(0), remote).expect("bind");
+            println!("READY");
+            loop {
+                let got = ev.wait(None).expect("wait");
+                assert_eq!(got, Some(port));
+                ev.unmask(port).expect("unmask");
+                ev.notify(port).expect("notify");
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn evtchn_round_trip(c: &mut Criterion) {
+    let mut g = c.benchmark_group("evtchn_round_trip");
+    g.sample_size(40).measurement_time(Duration::from_secs(6));
+
+    // Bare: two blocking eventfds as the child's stdin (ping) and stdout (pong).
+    let ping = eventfd_blocking();
+    let pong = eventfd_blocking();
+    let ping_child = ping.try_clone().expect("dup");
+    let pong_child = pong.try_clone().expect("dup");
+    let bare = spawn(
+        "bare-echo",
+        &[],
+        Stdio::from(ping_child),
+        Stdio::from(pong_child),
+    );
+    g.bench_function("bare_eventfd", |b| {
+        b.iter(|| {
+            write_u64(&ping, 1);
+            read_u64(&pong)
+        })
+    });
+    drop(bare);
+
+    // Sim: a broker in this process (its thread is idle on this path), the child as domain 1.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::new(dir.path()).expect("broker");
+    broker.domain_created(DomId(0)).expect("dom0");
+    broker.domain_created(DomId(1)).expect("dom1");
+    let ev = Backend::Sim {
+        dir: dir.path().to_owned(),
+        domid: DomId(0),
+    }
+    .event_channels()
+    .expect("event channels");
+    let port = ev.bind_unbound(DomId(1)).expect("bind");
+    let mut sim = spawn(
+        "sim-echo",
+        &[
+            ("VCHAN_SIM_DIR", dir.path().display().to_string()),
+            ("VCHAN_SIM_DOMID", "1".into()),
+            ("PORT", port.0.to_string()),
+        ],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let mut ready = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("child ready");
+    assert_eq!(ready.trim(), "READY");
+    g.bench_function("sim_event_channel", |b| {
+        b.iter(|| {
+            ev.notify(port).expect("notify");
+            let got = ev.wait(None).expect("wait");
+            ev.unmask(port).expect("unmask");
+            got
+        })
+    });
+    g.finish();
+    drop(sim);
+}
+
+fn grant_setup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("grant_setup");
+    g.sample_size(50).measurement_time(Duration::from_secs(5));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::new(dir.path()).expect("broker");
+    broker.domain_created(DomId(0)).expect("dom0");
+    broker.domain_created(DomId(1)).expect("dom1");
+    let backend = |d| Backend::Sim {
+        dir: dir.path().to_owned(),
+        domid: DomId(d),
+    };
+    let sharer = backend(0).grant_sharer().expect("sharer");
+    let mapper = backend(1).grant_mapper().expect("mapper");
+
+    g.bench_function("sim_share_map_1MiB_ring_and_control_page", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let ctrl = sharer.share(DomId(1), 1, Access::ReadWrite).expect("share");
+                let ring = sharer
+                    .share(DomId(1), 256, Access::ReadWrite)
+                    .expect("share");
+                let mc = mapper
+                    .map(DomId(0), ctrl.refs(), Access::ReadWrite)
+                    .expect("map");
+                let mr = mapper
+                    .map(DomId(0), ring.refs(), Access::ReadOnly)
+                    .expect("map");
+                total += t.elapsed();
+                drop((mc, mr, ctrl, ring));
+            }
+            total
+        })
+    });
+
+    // The same with bare Linux calls: one memfd per region, mapped twice (both "domains").
+    let bare_region = |pages: usize| {
+        let fd = memfd_create(c"bench", MFdFlags::MFD_CLOEXEC).expect("memfd");
+        nix::unistd::ftruncate(&fd, (pages * PAGE_SIZE) as i64).expect("ftruncate");
+        let len = std::num::NonZeroUsize::new(pages * PAGE_SIZE).expect("len");
+        let map = |prot| {
+            // SAFETY: a fresh shared mapping at an address of the kernel's choosing; it is
+            // unmapped below with the same length and never dereferenced.
+            unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, &fd, 0) }.expect("mmap")
+        };
+        let a = map(ProtFlags::PROT_READ | ProtFlags::PROT_WRITE);
+        let b = map(ProtFlags::PROT_READ);
+        (a, b, len.get())
+    };
+    g.bench_function("bare_memfd_mmap_1MiB_ring_and_control_page", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let ctrl = bare_region(1);
+                let ring = bare_region(256);
+                total += t.elapsed();
+                for (a, b, len) in [ctrl, ring] {
+                    for p in [a, b] {
+                        // SAFETY: `p` was mapped above with length `len` and is not used again.
+                        unsafe { munmap(p, len) }.expect("munmap");
+                    }
+                }
+            }
+            total
+        })
+    });
+    g.finish();
+    drop((sharer, mapper));
+    drop(broker);
+}
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        child(&role);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    evtchn_round_trip(&mut c);
+    grant_setup(&mut c);
+    c.final_summary();
+}
