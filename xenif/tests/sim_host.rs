@@ -194,3 +194,31 @@ fn join_env_names_the_three_variables() {
         ]
     );
 }
+
+#[test]
+fn with_the_broker_every_domain_gets_its_host_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = SimHost::builder(dir.path())
+        .broker(vchan_xenif::sim::broker::BrokerConfig::default())
+        .domains([DomId(1)])
+        .start()
+        .unwrap();
+    for d in [0, 1] {
+        assert!(vchan_xenif::sim::host_socket(dir.path(), DomId(d)).exists());
+    }
+    let dom0 = host.client(DomId::DOM0).unwrap();
+    dom0.introduce(DomId(2), 0, 0).unwrap();
+    let sock2 = vchan_xenif::sim::host_socket(dir.path(), DomId(2));
+    assert!(sock2.exists());
+    // A grant/event-channel handle of the new domain works through the broker.
+    let backend = vchan_xenif::Backend::Sim {
+        dir: dir.path().to_owned(),
+        domid: DomId(2),
+    };
+    let evtchn = backend.event_channels().unwrap();
+    dom0.release(DomId(2)).unwrap();
+    assert!(!sock2.exists());
+    drop(evtchn);
+    drop(host);
+    assert!(!vchan_xenif::sim::host_socket(dir.path(), DomId(0)).exists());
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 use vchan_xenif::DomId;
+use vchan_xenif::sim::broker::BrokerConfig;
 use vchan_xenif::sim::host::{SimHost, default_dir, join_env};
 use vchan_xenif::xenstore::Client;
 
@@ -90,6 +91,7 @@ fn serve(dir: &Path, domains: &[DomId]) -> Result<()> {
     }
     signals.thread_block().context("blocking signals")?;
     let host = SimHost::builder(dir)
+        .broker(BrokerConfig::default())
         .domains(domains.iter().copied())
         .start()?;
     print!("{}", banner(&host));
@@ -223,8 +225,12 @@ mod tests {
     #[test]
     fn create_list_destroy_through_the_cli_functions() {
         let dir = std::env::temp_dir().join(format!("vchan-sim-cli-{}", std::process::id()));
-        let host = SimHost::start(&dir).unwrap();
+        let host = SimHost::builder(&dir)
+            .broker(BrokerConfig::default())
+            .start()
+            .unwrap();
         create(&dir, DomId(4), Some("four")).unwrap();
+        assert!(vchan_xenif::sim::host_socket(&dir, DomId(4)).exists());
         let xs = host.client(DomId::DOM0).unwrap();
         assert_eq!(xs.read_string("/local/domain/4/name").unwrap(), "four");
         assert!(banner(&host).contains("0, 4"));

@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::broker::{Broker, BrokerConfig};
 use super::xenstored::{Quotas, Xenstored};
 use crate::error::{Error, Result};
 use crate::types::DomId;
@@ -92,6 +93,7 @@ pub struct SimHostBuilder {
     dir: PathBuf,
     domains: Vec<(DomId, Option<String>)>,
     hooks: Vec<Arc<dyn DomainHooks>>,
+    broker: Option<BrokerConfig>,
     quotas: Quotas,
 }
 
@@ -101,6 +103,7 @@ impl std::fmt::Debug for SimHostBuilder {
             .field("dir", &self.dir)
             .field("domains", &self.domains)
             .field("hooks", &self.hooks.len())
+            .field("broker", &self.broker)
             .field("quotas", &self.quotas)
             .finish()
     }
@@ -122,6 +125,14 @@ impl SimHostBuilder {
     /// Adds a hook told of every domain's creation and release (the broker).
     pub fn hooks(mut self, hooks: Arc<dyn DomainHooks>) -> Self {
         self.hooks.push(hooks);
+        self
+    }
+
+    /// Also runs the grant/event-channel broker ([`Broker`]) with `config`, as the first
+    /// hook: then the host serves grants and event channels as well (`<dir>/dom<N>/host.sock`).
+    /// The broker starts once the directory's lock is held.
+    pub fn broker(mut self, config: BrokerConfig) -> Self {
+        self.broker = Some(config);
         self
     }
 
@@ -174,7 +185,13 @@ impl SimHostBuilder {
         let _ = lock.rewind();
         let _ = writeln!(lock, "{}", std::process::id());
         clean_stale(&dir);
-        let xenstored = Xenstored::start(&dir, self.quotas, self.hooks)
+        let mut hooks = self.hooks;
+        if let Some(config) = self.broker {
+            let broker = Broker::with_config(&dir, config)
+                .map_err(|e| sim_err(format!("starting the grant/event-channel broker: {e}")))?;
+            hooks.insert(0, Arc::new(broker));
+        }
+        let xenstored = Xenstored::start(&dir, self.quotas, hooks)
             .map_err(|reason| sim_err(format!("starting xenstored: {reason}")))?;
         let host = SimHost {
             dir,
@@ -226,11 +243,13 @@ impl SimHost {
             dir: dir.into(),
             domains: Vec::new(),
             hooks: Vec::new(),
+            broker: None,
             quotas: Quotas::default(),
         }
     }
 
-    /// Starts a host rooted at `dir` with only dom0.
+    /// Starts a host rooted at `dir` with only dom0 (XenStore only; see
+    /// [`SimHostBuilder::broker`] for grants and event channels).
     pub fn start(dir: impl Into<PathBuf>) -> Result<SimHost> {
         Self::builder(dir).start()
     }
