@@ -361,3 +361,217 @@ impl super::host::DomainHooks for Broker {
         Broker::domain_released(self, domid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A hostile client speaking the raw protocol on a real socket: it can hurt only its own
+    //! connection.
+
+    use std::os::fd::AsFd;
+
+    use super::socket::{self, Received};
+    use super::wire::{self, Reply, Request, WireError};
+    use super::*;
+    use crate::grant::{Access, GrantSharer};
+    use crate::sim::client::{SimEventChannels, SimGrantMapper, SimGrantSharer};
+    use crate::{EventChannels, EventPort, GrantMapper};
+
+    fn host() -> (tempfile::TempDir, Broker) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::new(dir.path()).unwrap();
+        for d in [0, 1] {
+            broker.domain_created(DomId(d)).unwrap();
+        }
+        (dir, broker)
+    }
+
+    fn raw(dir: &Path, domid: u16) -> OwnedFd {
+        let s = socket::connect(&crate::sim::host_socket(dir, DomId(domid))).unwrap();
+        socket::set_timeouts(s.as_fd(), Duration::from_secs(10)).unwrap();
+        s
+    }
+
+    fn send(s: &OwnedFd, bytes: &[u8]) {
+        socket::send(s.as_fd(), bytes, &[], false).unwrap();
+    }
+
+    fn reply(s: &OwnedFd) -> Option<Result<Reply, WireError>> {
+        let mut buf = vec![0u8; wire::MAX_MESSAGE];
+        match socket::recv(s.as_fd(), &mut buf, true, false).unwrap() {
+            Received::Message(n, _) => Some(wire::decode_reply(&buf[..n]).unwrap().1),
+            Received::Closed => None,
+            Received::WouldBlock => panic!("no reply"),
+        }
+    }
+
+    fn hello(s: &OwnedFd, domid: u16) {
+        let req = Request::Hello {
+            version: wire::PROTOCOL_VERSION,
+            domid: DomId(domid),
+        };
+        send(s, &req.encode(1));
+        assert_eq!(
+            reply(s),
+            Some(Ok(Reply::Hello {
+                domid: DomId(domid)
+            }))
+        );
+    }
+
+    fn host_error(r: Option<Result<Reply, WireError>>, want: &str) {
+        match r {
+            Some(Err(WireError::Host(msg))) => assert!(msg.contains(want), "{msg}"),
+            other => panic!("expected a host error containing {want:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_or_premature_requests_close_only_that_connection() {
+        let (dir, broker) = host();
+        let sharer = SimGrantSharer::connect(dir.path(), DomId(0)).unwrap();
+
+        let s = raw(dir.path(), 1);
+        send(&s, &[1, 2, 3]);
+        host_error(reply(&s), "malformed request");
+        assert_eq!(reply(&s), None, "connection left open after garbage");
+
+        let s = raw(dir.path(), 1);
+        let share = Request::Share {
+            peer: DomId(0),
+            count: 1,
+            access: Access::ReadWrite,
+        };
+        send(&s, &share.encode(7));
+        host_error(reply(&s), "must be HELLO");
+        assert_eq!(reply(&s), None);
+
+        let s = raw(dir.path(), 1);
+        let lie = Request::Hello {
+            version: wire::PROTOCOL_VERSION,
+            domid: DomId(0),
+        };
+        send(&s, &lie.encode(1));
+        host_error(reply(&s), "belongs to domain 1");
+        assert_eq!(reply(&s), None);
+
+        let s = raw(dir.path(), 1);
+        let old = Request::Hello {
+            version: wire::PROTOCOL_VERSION + 1,
+            domid: DomId(1),
+        };
+        send(&s, &old.encode(1));
+        host_error(reply(&s), "protocol version mismatch");
+
+        // Everyone else is unaffected.
+        assert!(sharer.share(DomId(1), 1, Access::ReadWrite).is_ok());
+        assert_eq!(broker.stats().connections, 1);
+    }
+
+    #[test]
+    fn ids_of_other_connections_are_refused() {
+        let (dir, broker) = host();
+        let sharer = SimGrantSharer::connect(dir.path(), DomId(0)).unwrap();
+        let shared = sharer.share(DomId(1), 2, Access::ReadWrite).unwrap();
+        let mapper = SimGrantMapper::connect(dir.path(), DomId(1)).unwrap();
+        let _mapped = mapper
+            .map(DomId(0), shared.refs(), Access::ReadWrite)
+            .unwrap();
+        let ev = SimEventChannels::connect(dir.path(), DomId(0)).unwrap();
+        let port = ev.bind_unbound(DomId(1)).unwrap();
+        let before = broker.stats();
+
+        // Another connection of the same domain, guessing every small id.
+        let s = raw(dir.path(), 0);
+        hello(&s, 0);
+        for id in 0..64u64 {
+            for req in [
+                Request::Unshare { share: id },
+                Request::Unmap { map: id },
+                Request::MapFds { map: id, start: 0 },
+                Request::SetNotify {
+                    region: wire::RegionId::Share(id),
+                    clear_byte: Some(0),
+                    port: None,
+                },
+                Request::SetNotify {
+                    region: wire::RegionId::Map(id),
+                    clear_byte: Some(0),
+                    port: None,
+                },
+                Request::Unbind {
+                    port: EventPort(id as u32),
+                },
+            ] {
+                send(&s, &req.encode(2));
+                match reply(&s) {
+                    Some(Err(WireError::InvalidArgument(_) | WireError::Port { .. })) => {}
+                    other => panic!("{req:?} on a foreign id answered {other:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            broker.stats(),
+            BrokerStats {
+                connections: before.connections + 1,
+                ..before
+            }
+        );
+        // The owners' objects still work.
+        ev.notify(port).unwrap();
+        shared
+            .set_unmap_notify(crate::UnmapNotify {
+                clear_byte: Some(1),
+                event: Some(port),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn descriptors_sent_to_the_host_are_dropped() {
+        let (dir, _broker) = host();
+        let s = raw(dir.path(), 1);
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        let req = Request::Hello {
+            version: wire::PROTOCOL_VERSION,
+            domid: DomId(1),
+        };
+        socket::send(s.as_fd(), &req.encode(1), &[w.as_fd()], false).unwrap();
+        drop(w);
+        assert!(matches!(reply(&s), Some(Ok(Reply::Hello { .. }))));
+        // Had the host kept the write end, the read would say EAGAIN; it says end of file.
+        let mut b = [0u8; 1];
+        assert_eq!(nix::unistd::read(&r, &mut b), Ok(0));
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_its_replies_is_disconnected() {
+        let (dir, broker) = host();
+        let s = raw(dir.path(), 1);
+        hello(&s, 1);
+        let req = Request::Hello {
+            version: wire::PROTOCOL_VERSION,
+            domid: DomId(1),
+        }
+        .encode(3);
+        let start = std::time::Instant::now();
+        let mut sent = 0usize;
+        let err = loop {
+            match socket::send(s.as_fd(), &req, &[], false) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "host kept a client that never reads ({sent} requests)"
+            );
+        };
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)),
+            "{err}"
+        );
+        // The host still serves everyone else.
+        let sharer = SimGrantSharer::connect(dir.path(), DomId(1)).unwrap();
+        assert!(sharer.share(DomId(0), 1, Access::ReadOnly).is_ok());
+        assert_eq!(broker.stats().connections, 1);
+    }
+}

@@ -39,8 +39,17 @@ pub(crate) struct Connection {
     sock: OwnedFd,
     dir: PathBuf,
     domid: DomId,
-    /// Serialises requests (one reply per request, in order) and numbers them.
-    seq: Mutex<u32>,
+    /// Serialises requests (one reply per request, in order).
+    calls: Mutex<Calls>,
+}
+
+/// The state of the request/reply exchange.
+#[derive(Debug)]
+struct Calls {
+    /// Number of the last request sent.
+    seq: u32,
+    /// Receive buffer, kept between calls.
+    buf: Vec<u8>,
 }
 
 impl Connection {
@@ -62,7 +71,10 @@ impl Connection {
             sock,
             dir: dir.to_owned(),
             domid,
-            seq: Mutex::new(0),
+            calls: Mutex::new(Calls {
+                seq: 0,
+                buf: vec![0u8; MAX_MESSAGE],
+            }),
         };
         match conn.call(&Request::Hello {
             version: PROTOCOL_VERSION,
@@ -94,7 +106,8 @@ impl Connection {
 
     /// Sends `req` and waits for its reply (and the descriptors that came with it).
     pub(crate) fn call(&self, req: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let Calls { seq, buf } = &mut *calls;
         *seq = seq.wrapping_add(1);
         let msg = req.encode(*seq);
         if let Err(e) = socket::send(self.sock.as_fd(), &msg, &[], false) {
@@ -103,9 +116,8 @@ impl Connection {
                 _ => Error::os("sending a request to the simulated host", e),
             });
         }
-        let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
-            let (len, fds) = match socket::recv(self.sock.as_fd(), &mut buf, true, false) {
+            let (len, fds) = match socket::recv(self.sock.as_fd(), buf, true, false) {
                 Ok(Received::Message(len, fds)) => (len, fds),
                 Ok(Received::Closed) => return Err(self.closed()),
                 Ok(Received::WouldBlock) => {
