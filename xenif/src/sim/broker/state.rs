@@ -470,23 +470,23 @@ impl State {
         ))
     }
 
-    fn owned_share(&self, id: ConnId, share: ShareId) -> Result<(), WireError> {
-        if self.conn(id)?.shares.contains(&share) {
-            Ok(())
-        } else {
-            Err(WireError::InvalidArgument(format!(
+    /// Share `share`, if connection `id` made it.
+    fn owned_share(&self, id: ConnId, share: ShareId) -> Result<&Share, WireError> {
+        match self.shares.get(&share) {
+            Some(sh) if self.conn(id)?.shares.contains(&share) => Ok(sh),
+            _ => Err(WireError::InvalidArgument(format!(
                 "share {share} was not made through this handle (or has ended)"
-            )))
+            ))),
         }
     }
 
-    fn owned_map(&self, id: ConnId, map: u64) -> Result<(), WireError> {
-        if self.conn(id)?.maps.contains(&map) {
-            Ok(())
-        } else {
-            Err(WireError::InvalidArgument(format!(
+    /// Mapping `map`, if connection `id` made it.
+    fn owned_map(&self, id: ConnId, map: u64) -> Result<&Mapping, WireError> {
+        match self.maps.get(&map) {
+            Some(m) if self.conn(id)?.maps.contains(&map) => Ok(m),
+            _ => Err(WireError::InvalidArgument(format!(
                 "mapping {map} was not made through this handle (or has ended)"
-            )))
+            ))),
         }
     }
 
@@ -517,7 +517,7 @@ impl State {
                 reason: format!("domain {granter} does not exist on this simulated host"),
             });
         };
-        let mut pieces: Vec<(ShareId, u32, u32)> = Vec::new();
+        let mut pieces: Vec<(ShareId, u32, u32, Arc<OwnedFd>)> = Vec::new();
         for &gref in refs {
             let deny = |reason: String| WireError::GrantDenied {
                 granter,
@@ -543,19 +543,21 @@ impl State {
                 ));
             }
             match pieces.last_mut() {
-                Some((s, start, n)) if *s == share_id && *start + *n == index => *n += 1,
-                _ => pieces.push((share_id, index, 1)),
+                Some((s, start, n, _)) if *s == share_id && *start + *n == index => *n += 1,
+                _ => pieces.push((share_id, index, 1, Arc::clone(&share.mem))),
             }
         }
         // Distinct shares, in order of first use, give the descriptor indices.
         let mut order: Vec<ShareId> = Vec::new();
+        let mut files: Vec<Arc<OwnedFd>> = Vec::new();
         let mut wire_pieces = Vec::with_capacity(pieces.len());
         let mut map_pieces = Vec::with_capacity(pieces.len());
-        for &(share_id, page_offset, pages) in &pieces {
+        for (share_id, page_offset, pages, mem) in pieces {
             let fd_index = match order.iter().position(|&s| s == share_id) {
                 Some(i) => i,
                 None => {
                     order.push(share_id);
+                    files.push(Arc::clone(&mem));
                     order.len() - 1
                 }
             };
@@ -564,17 +566,12 @@ impl State {
                 page_offset,
                 pages,
             });
-            let mem = Arc::clone(&self.shares[&share_id].mem);
             map_pieces.push(MapPiece {
                 mem,
                 page_offset,
                 pages,
             });
         }
-        let files: Vec<Arc<OwnedFd>> = order
-            .iter()
-            .map(|s| Arc::clone(&self.shares[s].mem))
-            .collect();
         let mut fds = Vec::new();
         for mem in files.iter().take(MAX_FDS_PER_MESSAGE) {
             fds.push(fd_for(mem, access).map_err(|e| host_error("reopening shared pages", e))?);
@@ -610,8 +607,7 @@ impl State {
     }
 
     fn map_fds(&mut self, id: ConnId, map: u64, start: u32) -> Answer {
-        self.owned_map(id, map)?;
-        let m = &self.maps[&map];
+        let m = self.owned_map(id, map)?;
         let start = start as usize;
         if start >= m.files.len() {
             return Err(WireError::InvalidArgument(format!(
@@ -634,58 +630,56 @@ impl State {
         port: Option<EventPort>,
     ) -> Answer {
         let domid = self.conn(id)?.domid;
-        // Where the byte lives: the file and offset.
-        let clear = match (region, clear_byte) {
-            (_, None) => None,
-            (RegionId::Share(s), Some(off)) => {
-                self.owned_share(id, s)?;
-                let sh = &self.shares[&s];
+        // The region's length and, for a byte offset within it, the file and file offset.
+        let outside = |off: u64, len: u64| {
+            WireError::InvalidArgument(format!(
+                "unmap-notify byte offset {off} is outside the {len}-byte region"
+            ))
+        };
+        let clear = match region {
+            RegionId::Share(s) => {
+                let sh = self.owned_share(id, s)?;
                 let len = u64::from(sh.count) * PAGE_SIZE as u64;
-                if off >= len {
-                    return Err(WireError::InvalidArgument(format!(
-                        "unmap-notify byte offset {off} is outside the {len}-byte region"
-                    )));
+                match clear_byte {
+                    None => None,
+                    Some(off) if off >= len => return Err(outside(off, len)),
+                    Some(off) => Some((Arc::clone(&sh.mem), off)),
                 }
-                Some((Arc::clone(&sh.mem), off))
             }
-            (RegionId::Map(m), Some(off)) => {
-                self.owned_map(id, m)?;
-                let mp = &self.maps[&m];
+            RegionId::Map(m) => {
+                let mp = self.owned_map(id, m)?;
                 let len = u64::from(mp.pages) * PAGE_SIZE as u64;
-                if off >= len {
-                    return Err(WireError::InvalidArgument(format!(
-                        "unmap-notify byte offset {off} is outside the {len}-byte region"
-                    )));
-                }
-                if mp.access == Access::ReadOnly {
-                    return Err(WireError::InvalidArgument(
-                        "cannot clear a byte of a read-only mapping at unmap: map it read-write, \
-                         or register only the event"
-                            .into(),
-                    ));
-                }
-                let page = off / PAGE_SIZE as u64;
-                let mut first = 0u64;
-                let mut found = None;
-                for p in &mp.pieces {
-                    if page < first + u64::from(p.pages) {
-                        let file_page = u64::from(p.page_offset) + (page - first);
-                        found = Some((
-                            Arc::clone(&p.mem),
-                            file_page * PAGE_SIZE as u64 + off % PAGE_SIZE as u64,
+                match clear_byte {
+                    None => None,
+                    Some(off) if off >= len => return Err(outside(off, len)),
+                    Some(_) if mp.access == Access::ReadOnly => {
+                        return Err(WireError::InvalidArgument(
+                            "cannot clear a byte of a read-only mapping at unmap: map it \
+                             read-write, or register only the event"
+                                .into(),
                         ));
-                        break;
                     }
-                    first += u64::from(p.pages);
+                    Some(off) => {
+                        // Find the piece holding page `off / PAGE_SIZE` of the mapping.
+                        let page = off / PAGE_SIZE as u64;
+                        let mut first = 0u64;
+                        let mut found = None;
+                        for p in &mp.pieces {
+                            if page < first + u64::from(p.pages) {
+                                let file_page = u64::from(p.page_offset) + (page - first);
+                                found = Some((
+                                    Arc::clone(&p.mem),
+                                    file_page * PAGE_SIZE as u64 + off % PAGE_SIZE as u64,
+                                ));
+                                break;
+                            }
+                            first += u64::from(p.pages);
+                        }
+                        found
+                    }
                 }
-                found
             }
         };
-        if let RegionId::Share(s) = region {
-            self.owned_share(id, s)?;
-        } else if let RegionId::Map(m) = region {
-            self.owned_map(id, m)?;
-        }
         if let Some(port) = port {
             let bound = self
                 .domains
