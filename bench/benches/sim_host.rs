@@ -3,7 +3,11 @@
 //!
 //! * `evtchn_round_trip`: parent notifies, a child process waits, unmasks and notifies back,
 //!   the parent waits and unmasks — against the same ping-pong over two bare eventfds
-//!   (blocking `read`/`write`). Target: the sim within 1.5× of bare.
+//!   (blocking `read`/`write`). Target: the sim within 1.5× of bare. Both are dominated by
+//!   the scheduler's wake-up latency, which varies a lot on a virtual machine, so:
+//! * `evtchn_same_thread`: the same operations without any sleep — notify, then `pending` +
+//!   `unmask` on the other end of a loopback channel, against `write` + `read` of one eventfd —
+//!   isolate what the sim itself adds to the hot path.
 //! * `grant_setup`: share a control page and a 1 MiB ring (1 + 256 pages) and map both in the
 //!   other domain, as a vchan server and client do — against `memfd_create` + `ftruncate` +
 //!   two `mmap`s per region. Target: well under 1 ms. (Pages are not touched: first-touch
@@ -147,6 +151,40 @@ fn evtchn_round_trip(c: &mut Criterion) {
     drop(sim);
 }
 
+fn evtchn_same_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("evtchn_same_thread");
+    g.sample_size(50).measurement_time(Duration::from_secs(3));
+
+    let efd = eventfd_blocking();
+    g.bench_function("bare_eventfd_write_read", |b| {
+        b.iter(|| {
+            write_u64(&efd, 1);
+            read_u64(&efd)
+        })
+    });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::new(dir.path()).expect("broker");
+    broker.domain_created(DomId(0)).expect("dom0");
+    let ev = Backend::Sim {
+        dir: dir.path().to_owned(),
+        domid: DomId(0),
+    }
+    .event_channels()
+    .expect("event channels");
+    let a = ev.bind_unbound(DomId(0)).expect("bind");
+    let b_port = ev.bind_interdomain(DomId(0), a).expect("bind");
+    g.bench_function("sim_notify_pending_unmask", |b| {
+        b.iter(|| {
+            ev.notify(a).expect("notify");
+            let got = ev.pending().expect("pending");
+            ev.unmask(b_port).expect("unmask");
+            got
+        })
+    });
+    g.finish();
+}
+
 fn grant_setup(c: &mut Criterion) {
     let mut g = c.benchmark_group("grant_setup");
     g.sample_size(50).measurement_time(Duration::from_secs(5));
@@ -228,6 +266,7 @@ fn main() {
     }
     let mut c = Criterion::default().configure_from_args();
     evtchn_round_trip(&mut c);
+    evtchn_same_thread(&mut c);
     grant_setup(&mut c);
     c.final_summary();
 }
