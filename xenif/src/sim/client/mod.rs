@@ -10,6 +10,33 @@
 //!
 //! Usually reached through [`crate::Backend`] (`VCHAN_SIM_DIR` + `VCHAN_SIM_DOMID`); the
 //! constructors here are for code that picks the host explicitly.
+//!
+//! ```
+//! use std::time::Duration;
+//! use vchan_xenif::sim::broker::Broker;
+//! use vchan_xenif::sim::client::SimEventChannels;
+//! use vchan_xenif::{DomId, EventChannels};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let broker = Broker::new(dir.path())?;
+//! broker.domain_created(DomId(0))?;
+//! broker.domain_created(DomId(1))?;
+//!
+//! // Domain 0 offers a port to domain 1, which connects to it (normally two processes).
+//! let server = SimEventChannels::connect(dir.path(), DomId(0))?;
+//! let client = SimEventChannels::connect(dir.path(), DomId(1))?;
+//! let port0 = server.bind_unbound(DomId(1))?;
+//! let port1 = client.bind_interdomain(DomId(0), port0)?;
+//!
+//! client.notify(port1)?;
+//! assert_eq!(server.wait(Some(Duration::from_secs(5)))?, Some(port0));
+//! // Delivered ports stay masked until unmasked, as with Linux /dev/xen/evtchn.
+//! client.notify(port1)?;
+//! assert_eq!(server.pending()?, None);
+//! server.unmask(port0)?;
+//! assert_eq!(server.pending()?, Some(port0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod evtchn;
 mod region;
