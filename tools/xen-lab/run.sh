@@ -14,6 +14,9 @@
 # Other knobs: XEN_LAB_DIR (cache, default /var/tmp/vchan-xen-lab), XEN_LAB_SMP (2), XEN_LAB_MEM
 # (3072, MiB), XEN_LAB_TIMEOUT (hard limit for the whole boot, seconds; default: computed from the
 # scenarios' own limits), CARGO_TARGET_DIR.
+# The whole script is one compound command, parsed before it runs: editing this file during a
+# run (bash reads scripts as it goes) cannot break that run.
+{
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -248,3 +251,4 @@ printf '@@PHASE %-18s %6ss\n' total "$(secs_since "$t_start")"
 summary=$(awk '{print $1}' "$results" | sort | uniq -c | awk '{printf "%s %s  ", $2, $1}')
 say "summary: $summary(results in $results)"
 exit "$failed"
+}

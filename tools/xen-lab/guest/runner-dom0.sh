@@ -41,15 +41,17 @@ for s in $LAB_SCENARIOS; do
   mkdir -p "$work/tmp"
   : > "$work/figures"
   export LAB_SIDE=dom0 LAB_NAME="$name" DOMU XS BIN LAB_TMP="$work/tmp" LAB_FIG="$work/figures"
-  xenstore-write "$XS/dom0-started" 1
-  xenstore-write "$LABXS/cmd" "$s"
   t0=$(lab_ms)
+  echo "lab: $name start t=${t0}ms"
+  xenstore-write "$LABXS/cmd" "$s"
   lab_bounded "$limit" sh -c 'dom0() { :; }; domu() { :; }; . /lab/guest/lab.sh; . "$0"; dom0' \
     "/lab/scenarios/$s" > "$work/dom0.log" 2>&1
   rc0=$?
+  t1=$(lab_ms)
   # the domU part has the same limit, counted from a little later
   rcu=$( (lab_get domu-rc $((limit + 15))) 2>>"$work/dom0.log") || rcu=timeout
   ms=$(( $(lab_ms) - t0 ))
+  echo "lab: $name dom0 part rc=$rc0 after $((t1 - t0))ms, domU part rc=$rcu after ${ms}ms"
   figs="t=$((ms / 1000)).$(( (ms % 1000) / 100 ))s $(cat "$work/figures") $(xenstore-read "$XS/domu-figures" 2>/dev/null)"
   if [ "$rc0" = 0 ] && [ "$rcu" = 0 ]; then
     result PASS "$name" "$figs"
@@ -66,7 +68,8 @@ for s in $LAB_SCENARIOS; do
     echo "--- domU console ---"; domu_console 150 | tr -d '@'
     echo "@@END-LOG $name"
   fi
-  xl domid lab-domu >/dev/null 2>&1 || { echo "@@LAB the domU is gone"; all_fail "the domU died during $name"; }
+  xenstore-exists "/local/domain/$DOMU/domid" || { echo "@@LAB the domU is gone"; all_fail "the domU died during $name"; }
+  echo "lab: $name reported at $(( $(lab_ms) - t0 ))ms"
 done
 
 xenstore-write "$LABXS/cmd" END
