@@ -5,6 +5,15 @@
 //!   the parent waits and unmasks — against the same ping-pong over two bare eventfds
 //!   (blocking `read`/`write`). Target: the sim within 1.5× of bare. Both are dominated by
 //!   the scheduler's wake-up latency, which varies a lot on a virtual machine, so:
+//! * after criterion's summary, `evtchn_round_trip` again, *interleaved*: blocks of bare and
+//!   sim round trips alternate, so both see the same machine (criterion measures one after the
+//!   other, minutes apart, and on a virtual machine the wake-up latency drifts more than the
+//!   difference being measured). Printed: the median and the best block of each, and ratios;
+//!   as the scheduler places the processes; with every process pinned to one CPU (re-run
+//!   under `taskset -c 0`), where wake-up placement no longer varies and the figure shows the
+//!   sim's own cost; and with the echo processes pinned to another CPU than the parent (as two
+//!   domains on two CPUs), where every wake-up crosses CPUs. Run only by `cargo bench` (not in test mode), and skipped when
+//!   a filter is given that does not match `evtchn_interleaved`.
 //! * `evtchn_same_thread`: the same operations without any sleep — notify, then `pending` +
 //!   `unmask` on the other end of a loopback channel, against `write` + `read` of one eventfd —
 //!   isolate what the sim itself adds to the hot path.
@@ -39,8 +48,21 @@ impl Drop for Echo {
     }
 }
 
+/// Where the echo processes run: anywhere, or pinned (through `taskset`) to CPU `ECHO_CPU`
+/// when that variable is set.
+const ECHO_CPU: &str = "SIM_BENCH_ECHO_CPU";
+
 fn spawn(role: &str, envs: &[(&str, String)], stdin: Stdio, stdout: Stdio) -> Echo {
-    let child = Command::new(std::env::current_exe().expect("current_exe"))
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = match std::env::var(ECHO_CPU) {
+        Ok(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu).arg(exe);
+            c
+        }
+        Err(_) => Command::new(exe),
+    };
+    let child = cmd
         .env(ROLE, role)
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(stdin)
@@ -72,6 +94,10 @@ fn child(role: &str) {
             read_u64(std::io::stdin());
             write_u64(std::io::stdout(), 1);
         },
+        "interleaved-pinned" => evtchn_interleaved(&match std::env::var(ECHO_CPU) {
+            Ok(cpu) => format!("parent pinned to CPU 0, echo processes to CPU {cpu}"),
+            Err(_) => "every process pinned to CPU 0".into(),
+        }),
         "sim-echo" => {
             let backend = Backend::detect().expect("sim backend");
             let ev = backend.event_channels().expect("event channels");
@@ -259,6 +285,83 @@ fn grant_setup(c: &mut Criterion) {
     drop(broker);
 }
 
+/// Bare and sim round trips in alternating blocks; prints per-round-trip figures.
+fn evtchn_interleaved(placement: &str) {
+    const BLOCKS: usize = 40;
+    const PER_BLOCK: u32 = 1000;
+
+    let ping = eventfd_blocking();
+    let pong = eventfd_blocking();
+    let _bare = spawn(
+        "bare-echo",
+        &[],
+        Stdio::from(ping.try_clone().expect("dup")),
+        Stdio::from(pong.try_clone().expect("dup")),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::new(dir.path()).expect("broker");
+    broker.domain_created(DomId(0)).expect("dom0");
+    broker.domain_created(DomId(1)).expect("dom1");
+    let ev = Backend::Sim {
+        dir: dir.path().to_owned(),
+        domid: DomId(0),
+    }
+    .event_channels()
+    .expect("event channels");
+    let port = ev.bind_unbound(DomId(1)).expect("bind");
+    let mut sim = spawn(
+        "sim-echo",
+        &[
+            ("VCHAN_SIM_DIR", dir.path().display().to_string()),
+            ("VCHAN_SIM_DOMID", "1".into()),
+            ("PORT", port.0.to_string()),
+        ],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let mut ready = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("child ready");
+
+    let mut bare_blocks = Vec::with_capacity(BLOCKS);
+    let mut sim_blocks = Vec::with_capacity(BLOCKS);
+    for _ in 0..BLOCKS {
+        let t = Instant::now();
+        for _ in 0..PER_BLOCK {
+            write_u64(&ping, 1);
+            read_u64(&pong);
+        }
+        bare_blocks.push(t.elapsed() / PER_BLOCK);
+        let t = Instant::now();
+        for _ in 0..PER_BLOCK {
+            ev.notify(port).expect("notify");
+            ev.wait(None).expect("wait");
+            ev.unmask(port).expect("unmask");
+        }
+        sim_blocks.push(t.elapsed() / PER_BLOCK);
+    }
+    bare_blocks.sort();
+    sim_blocks.sort();
+    let median = |v: &[Duration]| v[v.len() / 2];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (bm, sm) = (median(&bare_blocks), median(&sim_blocks));
+    let (bb, sb) = (bare_blocks[0], sim_blocks[0]);
+    println!(
+        "\nevtchn_interleaved, {placement} ({BLOCKS} alternating blocks of {PER_BLOCK} round \
+         trips)\n\
+         \x20 bare eventfd:      median {:8.2} us   best block {:8.2} us\n\
+         \x20 sim event channel: median {:8.2} us   best block {:8.2} us\n\
+         \x20 sim / bare:        median {:8.2} x    best block {:8.2} x",
+        us(bm),
+        us(bb),
+        us(sm),
+        us(sb),
+        us(sm) / us(bm),
+        us(sb) / us(bb),
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         child(&role);
@@ -269,4 +372,32 @@ fn main() {
     evtchn_same_thread(&mut c);
     grant_setup(&mut c);
     c.final_summary();
+
+    // `cargo bench` passes --bench; a positional argument is criterion's filter.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let benchmarking = args.iter().any(|a| a == "--bench");
+    let filter_allows = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .all(|f| "evtchn_interleaved".contains(f.as_str()));
+    if benchmarking && filter_allows {
+        evtchn_interleaved("placed by the scheduler");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for echo_cpu in [None, (cpus > 1).then_some("1")] {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c")
+                .arg("0")
+                .arg(std::env::current_exe().expect("current_exe"))
+                .env(ROLE, "interleaved-pinned");
+            match echo_cpu {
+                Some(cpu) => cmd.env(ECHO_CPU, cpu),
+                None => cmd.env_remove(ECHO_CPU),
+            };
+            match cmd.status() {
+                Ok(st) if st.success() => {}
+                Ok(st) => println!("evtchn_interleaved, pinned: failed ({st})"),
+                Err(e) => println!("evtchn_interleaved, pinned: skipped, cannot run taskset: {e}"),
+            }
+        }
+    }
 }
