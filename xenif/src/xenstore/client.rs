@@ -211,10 +211,25 @@ impl Shared {
     }
 }
 
-fn reader_loop(mut conn: File, wake: OwnedFd, dispatch: Arc<Dispatch>) {
+fn reader_loop(conn: File, wake: OwnedFd, dispatch: Arc<Dispatch>) {
+    // Buffered: one read(2) usually brings a whole message, often several. Poll only when
+    // nothing is left in the buffer.
+    let mut conn = io::BufReader::with_capacity(2 * (wire::HEADER_LEN + PAYLOAD_MAX), conn);
     let reason = loop {
+        if !conn.buffer().is_empty() {
+            match wire::read_message(&mut conn) {
+                Ok(Some(msg)) => {
+                    if let Err(reason) = dispatch.deliver(msg) {
+                        break reason;
+                    }
+                    continue;
+                }
+                Ok(None) => break "xenstored closed the connection".into(),
+                Err(e) => break e.to_string(),
+            }
+        }
         let mut fds = [
-            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
+            PollFd::new(conn.get_ref().as_fd(), PollFlags::POLLIN),
             PollFd::new(wake.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {

@@ -4,9 +4,10 @@
 //!
 //! The protocol semantics live in [`store`] (pure state machine); this module owns the
 //! sockets and threads: one accept thread per domain, and per connection a reader thread
-//! (requests are handled one at a time under the store lock) and a writer thread draining
-//! that connection's outbound queue, so that a client that stops reading can never block the
-//! daemon or other clients. A connection whose queue exceeds [`OUTBOX_LIMIT`] messages is
+//! (requests are handled one at a time under the store lock; it writes the reply itself when
+//! nothing else is queued for that connection) and a writer thread draining the connection's
+//! outbound queue (watch events caused by others, replies behind them), so that a client that
+//! stops reading can never block the daemon or other clients. A connection whose queue exceeds [`OUTBOX_LIMIT`] messages is
 //! closed, as is one that sends a malformed frame (over-long payload, truncated header).
 //!
 //! Each process keeps its connection for its lifetime: EOF means the client is gone, and its
@@ -29,7 +30,7 @@ use crate::xenstore::wire::{self, ErrorCode, Message};
 pub use store::{ConnId, Quotas, Store};
 
 /// Messages a connection may have queued before it is considered stuck and closed.
-pub const OUTBOX_LIMIT: usize = 65536;
+pub const OUTBOX_LIMIT: usize = 8192;
 
 /// Connections one simulated domain may hold open at once (further ones are closed at
 /// accept), so that a hostile domain cannot exhaust the host's threads.
@@ -92,49 +93,77 @@ impl ConnHandle {
     }
 }
 
+/// A connection's outbound messages. Whoever writes to the socket holds `writing`: the
+/// writer thread draining the queue, or the connection's own reader thread sending a reply
+/// directly when nothing is queued (the common case, which saves a thread hand-off).
 #[derive(Default)]
 struct Outbox {
-    q: Mutex<(VecDeque<Vec<u8>>, bool)>,
+    q: Mutex<OutState>,
     cv: Condvar,
 }
 
+#[derive(Default)]
+struct OutState {
+    queue: VecDeque<Vec<u8>>,
+    closed: bool,
+    writing: bool,
+}
+
 impl Outbox {
-    fn lock(&self) -> MutexGuard<'_, (VecDeque<Vec<u8>>, bool)> {
+    fn lock(&self) -> MutexGuard<'_, OutState> {
         self.q.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a message; `false` if the queue is full (the client does not read).
     fn push(&self, buf: Vec<u8>) -> bool {
         let mut g = self.lock();
-        if g.1 {
+        if g.closed {
             return true;
         }
-        if g.0.len() >= OUTBOX_LIMIT {
+        if g.queue.len() >= OUTBOX_LIMIT {
             return false;
         }
-        g.0.push_back(buf);
-        self.cv.notify_one();
+        g.queue.push_back(buf);
+        self.cv.notify_all();
         true
     }
 
-    fn close(&self) {
-        self.lock().1 = true;
+    /// Takes the right to write directly, if nothing is queued or being written.
+    fn try_reserve(&self) -> bool {
+        let mut g = self.lock();
+        if g.closed || g.writing || !g.queue.is_empty() {
+            return false;
+        }
+        g.writing = true;
+        true
+    }
+
+    /// Gives back the right taken by `try_reserve` (or `pop_all`).
+    fn release(&self) {
+        self.lock().writing = false;
         self.cv.notify_all();
     }
 
-    /// Everything queued, concatenated; `None` once closed and drained.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Everything queued, concatenated, with the right to write it (give it back with
+    /// `release`); `None` once closed.
     fn pop_all(&self) -> Option<Vec<u8>> {
         let mut g = self.lock();
         loop {
-            if !g.0.is_empty() {
+            if g.closed {
+                return None;
+            }
+            if !g.queue.is_empty() && !g.writing {
                 let mut buf = Vec::new();
-                for m in g.0.drain(..) {
+                for m in g.queue.drain(..) {
                     buf.extend_from_slice(&m);
                 }
+                g.writing = true;
                 return Some(buf);
-            }
-            if g.1 {
-                return None;
             }
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
@@ -287,22 +316,53 @@ impl Inner {
         threads.append(&mut net.new_threads);
     }
 
-    fn serve(&self, cid: ConnId, mut stream: UnixStream) {
-        while let Ok(Some(msg)) = wire::read_message(&mut stream) {
+    fn serve(&self, cid: ConnId, stream: UnixStream) {
+        // Buffered: one read(2) usually brings a whole message, often several.
+        let mut input =
+            io::BufReader::with_capacity(2 * (wire::HEADER_LEN + wire::PAYLOAD_MAX), stream);
+        while let Ok(Some(msg)) = wire::read_message(&mut input) {
+            let stream = input.get_ref();
             let mut st = self.lock();
             let State { store, net } = &mut *st;
             if !net.conns.contains_key(&cid) {
                 break;
             }
             let out = store.handle(cid, &msg, net);
+            // Fast path: nothing queued for this connection, so write the reply (and the
+            // events this request caused for it) ourselves, in order, after unlocking.
+            let mut direct: Option<(Arc<Outbox>, Vec<u8>)> = None;
             if let Some(conn) = net.conns.get(&cid) {
-                conn.send(&out.reply);
+                if conn.out.try_reserve() {
+                    let mut buf = out.reply.encode();
+                    for (c, m) in &out.events {
+                        if *c == cid {
+                            m.encode_into(&mut buf);
+                        }
+                    }
+                    direct = Some((conn.out.clone(), buf));
+                } else {
+                    conn.send(&out.reply);
+                }
             }
-            net.deliver(&out.events);
+            for (c, m) in &out.events {
+                if direct.is_none() || *c != cid {
+                    if let Some(h) = net.conns.get(c) {
+                        h.send(m);
+                    }
+                }
+            }
             for c in out.close {
                 net.close_conn(c);
             }
             self.adopt_threads(net);
+            drop(st);
+            if let Some((outbox, buf)) = direct {
+                let ok = { stream }.write_all(&buf).is_ok();
+                outbox.release();
+                if !ok {
+                    break;
+                }
+            }
         }
         let mut st = self.lock();
         st.store.disconnect(cid);
@@ -319,7 +379,9 @@ impl Inner {
 
 fn write_loop(mut stream: UnixStream, out: Arc<Outbox>) {
     while let Some(buf) = out.pop_all() {
-        if stream.write_all(&buf).is_err() {
+        let ok = stream.write_all(&buf).is_ok();
+        out.release();
+        if !ok {
             break;
         }
     }
