@@ -153,9 +153,11 @@ fn xs_try_read(path: &str) -> Res<Option<String>> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
-/// Waits (polling, bounded) until `path` exists; returns its value.
+/// Waits (polling, bounded) until `path` exists; returns its value. The polls back off: each
+/// spawns a process, which a single emulated vCPU feels.
 fn xs_wait(path: &str, timeout: Duration) -> Res<String> {
     let start = Instant::now();
+    let mut nap = Duration::from_millis(20);
     loop {
         if let Some(v) = xs_try_read(path)? {
             return Ok(v);
@@ -165,7 +167,8 @@ fn xs_wait(path: &str, timeout: Duration) -> Res<String> {
                 format!("timed out after {timeout:?} waiting for XenStore key {path}").into(),
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(400));
     }
 }
 

@@ -32,12 +32,20 @@ lab_figure() { echo "$*" >> "$LAB_FIG"; }
 # XenStore, relative to the scenario's directory.
 lab_put() { xenstore-write "$XS/$1" "$2" || lab_fail "xenstore-write $XS/$1 failed"; }
 
+# Polling backs off from 0.05 s to 0.4 s between tries: every try forks processes, and under
+# emulation a guest that polls fast starves the programs it waits for (one vCPU each).
+lab_backoff() {
+  sleep "$_nap"
+  case $_nap in 0.05) _nap=0.1 ;; 0.1) _nap=0.2 ;; *) _nap=0.4 ;; esac
+}
+
 # Prints the value of $XS/KEY once it exists, waiting at most SECS (default 60).
 lab_get() {
   _deadline=$(( $(lab_ms) + ${2:-60} * 1000 ))
+  _nap=0.05
   while ! xenstore-read "$XS/$1" 2>/dev/null; do
     [ "$(lab_ms)" -lt "$_deadline" ] || lab_fail "timed out after ${2:-60}s waiting for XenStore key $XS/$1"
-    sleep 0.1
+    lab_backoff
   done
 }
 
@@ -47,9 +55,10 @@ lab_wait() {
   _secs=$1 _what=$2
   shift 2
   _deadline=$(( $(lab_ms) + _secs * 1000 ))
+  _nap=0.05
   until "$@"; do
     [ "$(lab_ms)" -lt "$_deadline" ] || lab_fail "timed out after ${_secs}s waiting for $_what"
-    sleep 0.1
+    lab_backoff
   done
 }
 
@@ -62,14 +71,16 @@ lab_bounded() {
   rm -f "$_rcf"
   setsid sh -c '"$@"; echo $? > "$0.tmp"; mv "$0.tmp" "$0"' "$_rcf" "$@" &
   _pid=$!
-  _deadline=$(( $(lab_ms) + _secs * 1000 ))
+  # 4 tries a second, one fork each (the deadline counts naps: the clock would cost a fork more)
+  _tries=$(( _secs * 4 ))
   while [ ! -f "$_rcf" ]; do
-    if [ "$(lab_ms)" -ge "$_deadline" ]; then
+    if [ "$_tries" -le 0 ]; then
       kill -KILL -- "-$_pid" 2>/dev/null || kill -KILL "$_pid" 2>/dev/null
       wait "$_pid" 2>/dev/null
       return 124
     fi
-    sleep 0.1
+    sleep 0.25
+    _tries=$((_tries - 1))
   done
   wait "$_pid" 2>/dev/null
   _rc=$(cat "$_rcf")

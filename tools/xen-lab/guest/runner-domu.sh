@@ -16,7 +16,7 @@ idle_deadline=$(( $(lab_ms) + 900000 ))
 while [ "$(lab_ms)" -lt "$idle_deadline" ]; do
   s=$(xenstore-read "$LABXS/cmd" 2>/dev/null) || s=$last
   if [ "$s" = END ]; then break; fi
-  if [ "$s" = "$last" ] || [ ! -f "/lab/scenarios/$s" ]; then sleep 0.1; continue; fi
+  if [ "$s" = "$last" ] || [ ! -f "/lab/scenarios/$s" ]; then sleep 0.2; continue; fi
   last=$s
   name=${s%.sh}
   name=${name#[0-9][0-9]-}
