@@ -484,3 +484,80 @@ fn permissions_set_in_a_transaction_as_the_vchan_server_does() {
     server.rm(base).unwrap();
     assert!(!other.exists(base).unwrap());
 }
+
+/// A hand-written "xenstored" that answers each request with whatever `answer` returns
+/// (raw bytes), to check the client against a misbehaving daemon.
+fn fake_xenstored(
+    answer: impl Fn(&vchan_xenif::xenstore::wire::Message) -> Vec<u8> + Send + 'static,
+) -> (tempfile::TempDir, Client) {
+    use std::io::Write;
+    use vchan_xenif::xenstore::wire;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        while let Ok(Some(m)) = wire::read_message(&mut s) {
+            if s.write_all(&answer(&m)).is_err() {
+                break;
+            }
+        }
+    });
+    let xs = Client::connect_to(&sock).unwrap();
+    xs.set_timeout(Some(Duration::from_secs(5)));
+    (dir, xs)
+}
+
+fn raw(kind: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [kind, req_id, 0, payload.len() as u32] {
+        v.extend_from_slice(&w.to_ne_bytes());
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn misbehaving_xenstored_gives_errors_not_hangs() {
+    // Wrong reply type.
+    let (_d, xs) = fake_xenstored(|m| raw(MsgType::Write as u32, m.req_id, b"OK\0"));
+    let err = xs.read("/x").unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+
+    // Unknown error name.
+    let (_d, xs) = fake_xenstored(|m| raw(MsgType::Error as u32, m.req_id, b"EWEIRD\0"));
+    assert!(matches!(xs.read("/x").unwrap_err(), Error::Protocol { .. }));
+
+    // A header announcing more than the protocol allows: the connection is dropped.
+    let (_d, xs) = fake_xenstored(|m| {
+        let mut v = raw(m.msg_type, m.req_id, b"");
+        v[12..16].copy_from_slice(&100_000u32.to_ne_bytes());
+        v
+    });
+    let err = xs.read("/x").unwrap_err();
+    assert!(matches!(err, Error::Closed { .. }), "{err:?}");
+    assert!(err.to_string().contains("4096"), "{err}");
+
+    // A directory that never ends: bounded.
+    let (_d, xs) = fake_xenstored(|m| {
+        if m.msg_type == MsgType::Directory as u32 {
+            raw(MsgType::Error as u32, m.req_id, b"E2BIG\0")
+        } else {
+            let mut p = b"1\0".to_vec();
+            for i in 0..100 {
+                p.extend_from_slice(format!("name-{i:034}\0").as_bytes());
+            }
+            raw(MsgType::DirectoryPart as u32, m.req_id, &p)
+        }
+    });
+    let err = xs.directory("/endless").unwrap_err();
+    assert!(err.to_string().contains("16 MiB"), "{err}");
+
+    // Replies for requests nobody made, and a transaction id that is not a number.
+    let (_d, xs) = fake_xenstored(|m| {
+        let mut v = raw(MsgType::Read as u32, m.req_id.wrapping_add(1000), b"stray");
+        v.extend(raw(MsgType::TransactionStart as u32, m.req_id, b"abc\0"));
+        v
+    });
+    assert!(matches!(xs.begin().unwrap_err(), Error::Protocol { .. }));
+}

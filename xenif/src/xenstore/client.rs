@@ -29,6 +29,9 @@ pub const DEFAULT_RUNDIR: &str = "/var/run/xenstored";
 pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
 /// Default limit on how long a request waits for its reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest child list (bytes of NUL-terminated names) `directory` assembles from
+/// `DIRECTORY_PART` replies, so a misbehaving xenstored cannot make it grow without bound.
+const MAX_DIRECTORY_BYTES: usize = 16 << 20;
 /// How many times [`Client::transaction`] runs the body when commits keep conflicting.
 pub const TRANSACTION_ATTEMPTS: u32 = 64;
 
@@ -530,6 +533,11 @@ impl Client {
                     return Err(bad("DIRECTORY_PART made no progress"));
                 }
                 offset += advance;
+                if offset > MAX_DIRECTORY_BYTES {
+                    return Err(bad(
+                        "the child list exceeds 16 MiB; refusing to read further",
+                    ));
+                }
             }
         }
         Err(bad("the directory kept changing while being listed"))
