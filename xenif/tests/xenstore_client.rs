@@ -217,13 +217,27 @@ fn watches_iterate_and_poll() {
     xs.write("data/y", "2").unwrap();
     assert_eq!(w.join().unwrap(), ev("data/y", "rel"));
 
-    // Same token twice on the same path is refused; unwatch on drop frees it.
-    let again = xs.watch("/local/domain/5/data/x", "abs");
-    assert_eq!(again.unwrap_err().code(), Some(ErrorCode::EEXIST));
-    drop(abs);
-    let again = xs.watch("/local/domain/5/data/x", "abs").unwrap();
-    assert_eq!(again.next_event().unwrap().token, "abs");
-    assert_eq!(again.next_timeout(Duration::from_millis(20)).unwrap(), None);
+    // Same token on overlapping paths: each watch gets exactly its own events.
+    let outer = xs.watch("/local/domain/5/data", "same").unwrap();
+    let inner = xs.watch("/local/domain/5/data/z", "same").unwrap();
+    assert_eq!(outer.next_event().unwrap().path, "/local/domain/5/data");
+    assert_eq!(inner.next_event().unwrap().path, "/local/domain/5/data/z");
+    xs.write("data/z", "1").unwrap();
+    assert_eq!(
+        outer.next_event().unwrap(),
+        ev("/local/domain/5/data/z", "same")
+    );
+    assert_eq!(
+        inner.next_event().unwrap(),
+        ev("/local/domain/5/data/z", "same")
+    );
+    for w in [&outer, &inner, &abs] {
+        assert_eq!(w.next_timeout(Duration::from_millis(20)).unwrap(), None);
+    }
+    // Dropping a watch unregisters it: no more events reach the server's queue for it.
+    drop(inner);
+    xs.write("data/z", "2").unwrap();
+    assert_eq!(outer.next_event().unwrap().path, "/local/domain/5/data/z");
 }
 
 #[test]

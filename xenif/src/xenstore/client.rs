@@ -38,7 +38,9 @@ pub const TRANSACTION_ATTEMPTS: u32 = 64;
 /// What is waiting for replies, and where watch events go. Shared with the reader thread.
 struct Dispatch {
     pending: Mutex<Pending>,
-    watches: Mutex<Vec<Arc<WatchQueue>>>,
+    /// Registered watches by their wire token (unique per registration).
+    watches: Mutex<HashMap<String, Arc<WatchQueue>>>,
+    next_watch: AtomicU64,
 }
 
 struct Pending {
@@ -58,7 +60,7 @@ impl Dispatch {
         }
         p.map.clear();
         drop(p);
-        for w in lock(&self.watches).iter() {
+        for w in lock(&self.watches).values() {
             w.close(&reason);
         }
     }
@@ -69,13 +71,14 @@ impl Dispatch {
         };
         match incoming {
             Incoming::WatchEvent { path, token } => {
-                for w in lock(&self.watches).iter() {
-                    if w.matches(&path, &token) {
-                        w.push(WatchEvent {
-                            path: path.clone(),
-                            token: token.clone(),
-                        });
-                    }
+                // Each registration has its own wire token, so an event belongs to exactly
+                // one watch even when several watch overlapping paths. Events for tokens we
+                // never registered (or just unregistered) are dropped.
+                if let Some(w) = lock(&self.watches).get(&token) {
+                    w.push(WatchEvent {
+                        path,
+                        token: w.token.clone(),
+                    });
                 }
             }
             Incoming::Reply { req_id, .. } | Incoming::Error { req_id, .. } => {
@@ -210,7 +213,7 @@ impl Shared {
     }
 
     pub(crate) fn unregister_watch(&self, q: &Arc<WatchQueue>) {
-        lock(&self.dispatch.watches).retain(|w| !Arc::ptr_eq(w, q));
+        lock(&self.dispatch.watches).remove(&q.wire_token);
     }
 }
 
@@ -416,7 +419,8 @@ impl Client {
                 map: HashMap::new(),
                 closed: None,
             }),
-            watches: Mutex::new(Vec::new()),
+            watches: Mutex::new(HashMap::new()),
+            next_watch: AtomicU64::new(1),
         });
         let d2 = dispatch.clone();
         std::thread::Builder::new()
@@ -676,6 +680,9 @@ impl Client {
     /// Registers a watch on `path` (or a special path such as `@releaseDomain`) with
     /// `token`. The first event fires at once with the watched path itself; later ones
     /// report changes of the node or anything below it that this domain may read.
+    ///
+    /// Every call is a separate registration (xenstored sees `token#<serial>`), so two
+    /// watches may share a token, even on overlapping paths, and each gets its own events.
     pub fn watch(&self, path: &str, token: &str) -> Result<Watch> {
         check_path(path, true)?;
         if token.contains('\0') {
@@ -685,10 +692,19 @@ impl Client {
                 reason: "the token contains a NUL byte".into(),
             });
         }
-        let queue = Arc::new(WatchQueue::new(path, token).map_err(|e| Error::Wire(e.into()))?);
+        // The token xenstored sees is the caller's plus a per-client serial number, so that
+        // events of watches with the same token on overlapping paths are not confused.
+        let serial = self
+            .shared
+            .dispatch
+            .next_watch
+            .fetch_add(1, Ordering::Relaxed);
+        let wire_token = format!("{token}#{serial}");
+        let queue =
+            Arc::new(WatchQueue::new(path, token, &wire_token).map_err(|e| Error::Wire(e.into()))?);
         // Register first, so the event fired at registration is not lost.
-        lock(&self.shared.dispatch.watches).push(queue.clone());
-        let payload = wire::join_strings(&[path, token]);
+        lock(&self.shared.dispatch.watches).insert(wire_token.clone(), queue.clone());
+        let payload = wire::join_strings(&[path, wire_token.as_str()]);
         if let Err(e) = self.req(MsgType::Watch, 0, payload, path) {
             self.shared.unregister_watch(&queue);
             return Err(e);

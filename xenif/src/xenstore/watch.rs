@@ -34,20 +34,24 @@ struct QueueState {
 /// The receiving end of one registered watch, fed by the client's reader thread.
 pub(crate) struct WatchQueue {
     pub(crate) path: String,
+    /// The caller's token.
     pub(crate) token: String,
+    /// The token registered with xenstored (unique per registration).
+    pub(crate) wire_token: String,
     state: Mutex<QueueState>,
     cv: Condvar,
     ready: EventFd,
 }
 
 impl WatchQueue {
-    pub(crate) fn new(path: &str, token: &str) -> std::io::Result<WatchQueue> {
+    pub(crate) fn new(path: &str, token: &str, wire_token: &str) -> std::io::Result<WatchQueue> {
         let ready =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(std::io::Error::from)?;
         Ok(WatchQueue {
             path: path.to_owned(),
             token: token.to_owned(),
+            wire_token: wire_token.to_owned(),
             state: Mutex::new(QueueState {
                 events: VecDeque::new(),
                 lost: 0,
@@ -60,21 +64,6 @@ impl WatchQueue {
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether an event for `path` with `token` belongs to this watch: same token, and the
-    /// path is the watched one or below it (special paths must match exactly).
-    pub(crate) fn matches(&self, path: &str, token: &str) -> bool {
-        if token != self.token {
-            return false;
-        }
-        let w = self.path.as_str();
-        if wire::is_special(w) || wire::is_special(path) {
-            return w == path;
-        }
-        w == "/"
-            || path == w
-            || (path.len() > w.len() && path.starts_with(w) && path.as_bytes()[w.len()] == b'/')
     }
 
     pub(crate) fn push(&self, ev: WatchEvent) {
@@ -251,7 +240,7 @@ impl Drop for Watch {
         self.shared.unregister_watch(&self.queue);
         let closed = self.queue.lock().closed.is_some();
         if !closed {
-            let payload = wire::join_strings(&[&self.queue.path, &self.queue.token]);
+            let payload = wire::join_strings(&[&self.queue.path, &self.queue.wire_token]);
             let _ = self
                 .shared
                 .request(MsgType::Unwatch, 0, payload, &self.queue.path);
