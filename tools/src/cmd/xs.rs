@@ -104,7 +104,11 @@ pub fn run(args: Args) -> ExitCode {
 fn exec(args: Args) -> Result<()> {
     let xs = Client::connect()?;
     xs.set_timeout((args.timeout > 0).then(|| Duration::from_secs(args.timeout)));
-    match args.op {
+    exec_on(&xs, args.op)
+}
+
+fn exec_on(xs: &Client, op: Op) -> Result<()> {
+    match op {
         Op::Read { path } => {
             let v = xs.read(&path)?;
             println!("{}", String::from_utf8_lossy(&v));
@@ -117,7 +121,7 @@ fn exec(args: Args) -> Result<()> {
                 println!("{name}");
             }
         }
-        Op::Tree { path } => tree(&xs, &path, 0)?,
+        Op::Tree { path } => tree(xs, &path, 0)?,
         Op::Perms { path } => println!("{}", perms_line(&xs.get_perms(&path)?)),
         Op::Chmod { path, perms } => xs.set_perms(&path, &perms)?,
         Op::Watch { path, token, count } => {
@@ -169,4 +173,66 @@ fn tree(xs: &Client, path: &str, depth: usize) -> Result<()> {
         tree(xs, &p, depth + 1)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vchan_xenif::sim::host::SimHost;
+
+    #[test]
+    fn operations_against_the_simulated_host() {
+        let dir = std::env::temp_dir().join(format!("vchan-xs-cli-{}", std::process::id()));
+        let host = SimHost::builder(&dir).domains([DomId(3)]).start().unwrap();
+        let xs = host.client(DomId(3)).unwrap();
+        let path = || "data/k".to_string();
+        exec_on(
+            &xs,
+            Op::Write {
+                path: path(),
+                value: "v".into(),
+            },
+        )
+        .unwrap();
+        exec_on(&xs, Op::Read { path: path() }).unwrap();
+        exec_on(
+            &xs,
+            Op::Chmod {
+                path: path(),
+                perms: vec!["n3".parse().unwrap(), "r0".parse().unwrap()],
+            },
+        )
+        .unwrap();
+        exec_on(&xs, Op::Perms { path: path() }).unwrap();
+        exec_on(
+            &xs,
+            Op::Tree {
+                path: "/local/domain/3".into(),
+            },
+        )
+        .unwrap();
+        exec_on(
+            &xs,
+            Op::Watch {
+                path: "data".into(),
+                token: "t".into(),
+                count: Some(1),
+            },
+        )
+        .unwrap();
+        exec_on(&xs, Op::Domid).unwrap();
+        exec_on(&xs, Op::Rm { path: path() }).unwrap();
+        let err = exec_on(&xs, Op::Read { path: path() }).unwrap_err();
+        assert!(format!("{err:#}").contains("ENOENT"), "{err:#}");
+        let err = exec_on(
+            &xs,
+            Op::Read {
+                path: "/local/domain/0/name".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("EACCES"), "{err:#}");
+        drop(host);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
