@@ -222,3 +222,11 @@ fn with_the_broker_every_domain_gets_its_host_socket() {
     drop(host);
     assert!(!vchan_xenif::sim::host_socket(dir.path(), DomId(0)).exists());
 }
+
+#[test]
+fn a_directory_too_long_for_unix_sockets_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("d".repeat(120));
+    let err = SimHost::start(&deep).unwrap_err().to_string();
+    assert!(err.contains("shorter host directory"), "{err}");
+}

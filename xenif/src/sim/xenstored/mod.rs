@@ -32,6 +32,9 @@ pub use store::{ConnId, Quotas, Store};
 /// Messages a connection may have queued before it is considered stuck and closed.
 pub const OUTBOX_LIMIT: usize = 8192;
 
+/// Longest path a Unix socket can be bound at (`sizeof(sun_path) - 1` on Linux).
+const SUN_PATH_MAX: usize = 107;
+
 /// Connections one simulated domain may hold open at once (further ones are closed at
 /// accept), so that a hostile domain cannot exhaust the host's threads.
 pub const MAX_CONNECTIONS_PER_DOMAIN: usize = 256;
@@ -209,6 +212,14 @@ impl store::DomainControl for Net {
         let ddir = super::domain_dir(&self.dir, domid);
         std::fs::create_dir_all(&ddir).map_err(|e| format!("mkdir {}: {e}", ddir.display()))?;
         let sock = super::xenstore_socket(&self.dir, domid);
+        let len = sock.as_os_str().len();
+        if len > SUN_PATH_MAX {
+            return Err(format!(
+                "{} is {len} bytes long, over the {SUN_PATH_MAX}-byte limit of Unix socket \
+                 paths: choose a shorter host directory",
+                sock.display()
+            ));
+        }
         let _ = std::fs::remove_file(&sock);
         let listener =
             UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
