@@ -103,16 +103,16 @@ impl Endpoint {
             .map_err(|e| vchan_xenif::Error::os("epoll_ctl(ADD)", e.into()).into())
     }
 
-    fn peer_flag(&self) -> RawFlag {
+    pub(crate) fn peer_flag(&self) -> RawFlag {
         self.ctrl.notify_flag(self.role.peer())
     }
 
-    fn own_flag(&self) -> RawFlag {
+    pub(crate) fn own_flag(&self) -> RawFlag {
         self.ctrl.notify_flag(self.role)
     }
 
     /// Why the peer can no longer take part, if it cannot.
-    fn peer_failure(&self) -> Option<Error> {
+    pub(crate) fn peer_failure(&self) -> Option<Error> {
         if self.dead.load(Ordering::Acquire) {
             return Some(Error::Closed);
         }
@@ -130,7 +130,7 @@ impl Endpoint {
         self.peer_failure().is_none()
     }
 
-    fn corrupt(&self, e: RingError) -> Error {
+    pub(crate) fn corrupt(&self, e: RingError) -> Error {
         match e {
             RingError::Corrupt(corruption) => {
                 self.dead.store(true, Ordering::Release);
@@ -267,20 +267,20 @@ impl Waiting<'_> {
 
 /// The reading half of a channel (see [`Vchan::split`]).
 pub struct ReadHalf {
-    rx: Consumer,
+    pub(crate) rx: Consumer,
     mode: Mode,
     timeout: Option<Duration>,
     spinner: Spinner,
-    ep: Arc<Endpoint>,
+    pub(crate) ep: Arc<Endpoint>,
 }
 
 /// The writing half of a channel (see [`Vchan::split`]).
 pub struct WriteHalf {
-    tx: Producer,
+    pub(crate) tx: Producer,
     mode: Mode,
     timeout: Option<Duration>,
     spinner: Spinner,
-    ep: Arc<Endpoint>,
+    pub(crate) ep: Arc<Endpoint>,
 }
 
 impl fmt::Debug for ReadHalf {
