@@ -36,7 +36,9 @@ if [ "$FUZZ_SECONDS" != 0 ] && cargo +nightly fuzz --version >/dev/null 2>&1; th
   for t in $(cd fuzz && cargo +nightly fuzz list); do
     step "fuzz $t for ${FUZZ_SECONDS}s"
     log=target/fuzz-logs/$t.log
-    if ! (cd fuzz && cargo +nightly fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS") >"$log" 2>&1; then
+    # New inputs go to target/, so the committed seed corpus stays as it is.
+    out=target/fuzz-corpus/$t; mkdir -p "$out"
+    if ! (cd fuzz && cargo +nightly fuzz run "$t" "../$out" "corpus/$t" -- -max_total_time="$FUZZ_SECONDS") >"$log" 2>&1; then
       tail -n 60 "$log"; echo "fuzz target $t failed (full log: $log)"; exit 1
     fi
     grep -E '^Done [0-9]+ runs' "$log" || tail -n 3 "$log"
