@@ -575,6 +575,42 @@ impl WriteHalf {
         })
     }
 
+    /// Waits until the peer has read everything written so far (the ring is empty), for at
+    /// most `timeout`. Call it before closing when the peer must get every byte: closing
+    /// does not wait, and a server that closes unmaps the rings.
+    ///
+    /// Fails with [`Error::PeerClosed`] if the peer left with data still unread.
+    pub fn drain(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let capacity = self.tx.capacity();
+        let waiting = Waiting {
+            ep: &self.ep,
+            mode: Mode::Blocking,
+            timeout,
+            spinner: &mut self.spinner,
+        };
+        let ep = &*self.ep;
+        let tx = &mut self.tx;
+        waiting.run(|request| {
+            let free = if request {
+                tx.space_or_request(capacity, &ep.peer_flag())
+            } else {
+                tx.space()
+            }
+            .map_err(|e| ep.corrupt(e))?;
+            if free >= capacity {
+                return Ok(Some(()));
+            }
+            match ep.peer_failure() {
+                // The peer consumes before it leaves: look once more before giving up.
+                Some(failure) => match tx.space().map_err(|e| ep.corrupt(e))? {
+                    free if free >= capacity => Ok(Some(())),
+                    _ => Err(failure),
+                },
+                None => Ok(None),
+            }
+        })
+    }
+
     /// The size of the ring this half writes.
     pub fn capacity(&self) -> usize {
         self.tx.capacity()
@@ -711,6 +747,11 @@ impl Vchan {
     /// See [`WriteHalf::send`].
     pub fn send(&mut self, buf: &[u8]) -> Result<()> {
         self.writer.send(buf)
+    }
+
+    /// See [`WriteHalf::drain`].
+    pub fn drain(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.writer.drain(timeout)
     }
 
     /// See [`ReadHalf::data_ready`].
