@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -128,6 +128,12 @@ impl Endpoint {
 
     fn is_open(&self) -> bool {
         self.peer_failure().is_none()
+    }
+
+    /// Stops all I/O: blocked calls return [`Error::Closed`] promptly.
+    fn shutdown(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.waiter.interrupt();
     }
 
     pub(crate) fn corrupt(&self, e: RingError) -> Error {
@@ -324,6 +330,9 @@ impl ReadHalf {
         exact: bool,
         request: bool,
     ) -> Result<Option<usize>> {
+        if ep.dead.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
         let want = if exact { buf.len() } else { 1 };
         let available = if request {
             rx.available_or_request(want, &ep.peer_flag())
@@ -453,6 +462,13 @@ impl ReadHalf {
     /// Whether the peer is still there (see [`Vchan::is_open`]).
     pub fn is_open(&self) -> bool {
         self.ep.is_open()
+    }
+
+    /// See [`Vchan::shutdown_handle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            ep: Arc::downgrade(&self.ep),
+        }
     }
 }
 
@@ -635,6 +651,13 @@ impl WriteHalf {
     pub fn is_open(&self) -> bool {
         self.ep.is_open()
     }
+
+    /// See [`Vchan::shutdown_handle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            ep: Arc::downgrade(&self.ep),
+        }
+    }
 }
 
 /// A connected vchan: one ring each way with a libxenvchan peer, a Rust or a C one.
@@ -660,6 +683,24 @@ impl fmt::Debug for Vchan {
             .field("read_ring", &self.reader.rx)
             .field("write_ring", &self.writer.tx)
             .finish()
+    }
+}
+
+/// Shuts a channel down from anywhere (another thread, a signal-handling loop) without
+/// holding it open: see [`Vchan::shutdown_handle`].
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    ep: Weak<Endpoint>,
+}
+
+impl ShutdownHandle {
+    /// Makes every current and later operation on the channel fail with [`Error::Closed`]
+    /// (blocked ones promptly). The channel is closed (XenStore entries removed, peer told)
+    /// once every half holding it is dropped.
+    pub fn shutdown(&self) {
+        if let Some(ep) = self.ep.upgrade() {
+            ep.shutdown();
+        }
     }
 }
 
@@ -700,6 +741,14 @@ impl Vchan {
     /// threads at once. The channel closes when both are dropped.
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         (self.reader, self.writer)
+    }
+
+    /// A handle that can shut this channel down from another thread while its halves are
+    /// blocked (see [`ShutdownHandle`]).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            ep: Arc::downgrade(&self.reader.ep),
+        }
     }
 
     /// Joins two halves of the same channel back; gives them back if they are not.

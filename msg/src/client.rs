@@ -124,7 +124,7 @@ impl Client {
             .map_err(|e| self.corrupt(e))?;
 
         let monitor = self.monitor(&xs);
-        let waiter = Waiter::new(events, port, monitor);
+        let waiter = Waiter::new(events, port, monitor)?;
         ctrl.connect_client();
         waiter.notify_peer()?;
         let endpoint = Endpoint::new(EndpointParts {

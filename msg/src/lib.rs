@@ -44,7 +44,7 @@ mod monitor;
 mod server;
 mod wait;
 
-pub use channel::{ReadHalf, Vchan, WriteHalf};
+pub use channel::{ReadHalf, ShutdownHandle, Vchan, WriteHalf};
 pub use client::Client;
 pub use config::{Mode, SpinPolicy, check_path, default_path};
 pub use error::{Error, Result};

@@ -165,7 +165,7 @@ impl Server {
         .map_err(|e| self.handshake(format!("cannot advertise the channel in XenStore: {e}")))?;
 
         let monitor = self.monitor(&xs);
-        let waiter = Waiter::new(events, port, monitor);
+        let waiter = Waiter::new(events, port, monitor)?;
         let endpoint = Endpoint::new(EndpointParts {
             role: Role::Server,
             peer: self.peer,

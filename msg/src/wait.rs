@@ -25,6 +25,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use vchan_xenif::{EventChannels, EventPort};
 
 use crate::error::{Error, Result};
@@ -61,6 +62,8 @@ pub(crate) struct Waiter {
     events: Box<dyn EventChannels>,
     port: EventPort,
     monitor: Option<Box<dyn PeerMonitor>>,
+    /// Written by [`Waiter::interrupt`] to end a `poll(2)` in progress (shutdown).
+    interrupt: EventFd,
     generation: AtomicU64,
     state: Mutex<State>,
     cond: Condvar,
@@ -71,15 +74,26 @@ impl Waiter {
         events: Box<dyn EventChannels>,
         port: EventPort,
         monitor: Option<Box<dyn PeerMonitor>>,
-    ) -> Self {
-        Waiter {
+    ) -> Result<Self> {
+        let interrupt = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| vchan_xenif::Error::os("eventfd", e.into()))?;
+        Ok(Waiter {
             events,
             port,
             monitor,
+            interrupt,
             generation: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
-        }
+        })
+    }
+
+    /// Wakes every waiter, including one inside `poll(2)`, so that it re-checks its
+    /// condition (used to shut a channel down from another thread).
+    pub(crate) fn interrupt(&self) {
+        let _ = self.interrupt.write(1);
+        let _st = self.lock();
+        self.bump();
     }
 
     /// The local event-channel port.
@@ -205,6 +219,7 @@ impl Waiter {
         };
         let mut fds = Vec::with_capacity(2);
         fds.push(PollFd::new(self.events.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(self.interrupt.as_fd(), PollFlags::POLLIN));
         if let Some(m) = &self.monitor {
             fds.push(PollFd::new(m.fd(), PollFlags::POLLIN));
         }
@@ -232,6 +247,10 @@ impl Waiter {
         }
         let mut alive = true;
         if ready(1) {
+            // Leave the eventfd readable: a shut-down channel stays interrupted.
+            events = true;
+        }
+        if ready(2) {
             if let Some(m) = &self.monitor {
                 alive = m.check()?;
             }

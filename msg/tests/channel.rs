@@ -369,3 +369,39 @@ fn destroying_the_peer_domain_ends_blocked_calls() {
     );
     drop(client);
 }
+
+#[test]
+fn shutdown_ends_blocked_calls_and_closes() {
+    let host = Host::new(&[1]);
+    let (server, mut client) = host.pair(0, 0);
+    let handle = server.shutdown_handle();
+    let (mut r, mut w) = server.split();
+    let reader = thread::spawn(move || {
+        let mut buf = [0; 4];
+        r.read(&mut buf)
+    });
+    // Fill the server's write ring so that the writer blocks too.
+    let writer = thread::spawn(move || w.write_all(&[0u8; 8192]));
+    thread::sleep(Duration::from_millis(100));
+    let at = Instant::now();
+    handle.shutdown();
+    assert!(matches!(reader.join().unwrap(), Err(Error::Closed)));
+    assert!(matches!(writer.join().unwrap(), Err(Error::Closed)));
+    assert!(
+        at.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        at.elapsed()
+    );
+    // Both halves are gone: the channel is closed and the client sees it (after the data).
+    let mut buf = vec![0; 2048];
+    let mut got = 0;
+    loop {
+        match client.read(&mut buf) {
+            Ok(n) => got += n,
+            Err(Error::PeerClosed { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, 2048);
+    handle.shutdown(); // harmless once closed
+}
