@@ -53,7 +53,9 @@ use super::broker::wire::{
     MAX_MAP_PAGES, MAX_MESSAGE, PROTOCOL_VERSION, Reply, Request, WireError,
 };
 use crate::error::{Error, Result};
-use crate::grant::{Access, GrantMapper, GrantSharer, MappedPages, SharedPages};
+use crate::grant::{
+    Access, GrantMapper, GrantSharer, MappedPages, RegionBackend, SharedPages, UnmapNotify,
+};
 use crate::types::{DomId, GrantRef, PAGE_SIZE};
 
 /// How long a request may wait for the host's answer before it is an error (the host answers
@@ -205,8 +207,14 @@ impl SimGrantSharer {
     }
 }
 
-impl GrantSharer for SimGrantSharer {
-    fn share(&self, peer: DomId, count: usize, access: Access) -> Result<SharedPages> {
+impl SimGrantSharer {
+    /// Asks the host for a share; returns it (dropping the region ends it), its file and refs.
+    fn share_on_host(
+        &self,
+        peer: DomId,
+        count: usize,
+        access: Access,
+    ) -> Result<(SharedRegion, OwnedFd, Vec<GrantRef>)> {
         if count == 0 {
             return Err(Error::InvalidArgument("cannot share zero pages".into()));
         }
@@ -233,6 +241,37 @@ impl GrantSharer for SimGrantSharer {
         let refs = (0..count32)
             .map(|i| GrantRef(first_ref.0.wrapping_add(i)))
             .collect();
+        Ok((region, fd, refs))
+    }
+
+    /// Shares `count` zeroed pages with `peer` like [`GrantSharer::share`], but hands the local
+    /// mapping over to the caller, as C's `xengntshr_share_pages` does: the caller unmaps it
+    /// (`munmap`) when it wants, and dropping the returned value ends the share on the host
+    /// without unmapping anything. This is the model of the drop-in C libraries, whose
+    /// programs own their mappings and may `munmap` them directly.
+    pub fn share_detached(
+        &self,
+        peer: DomId,
+        count: usize,
+        access: Access,
+    ) -> Result<DetachedShare> {
+        let (region, fd, refs) = self.share_on_host(peer, count, access)?;
+        let (ptr, len) = region
+            .map_detached(&fd, count * PAGE_SIZE)
+            .map_err(|e| Error::os("mmap of shared pages", e))?;
+        Ok(DetachedShare {
+            region,
+            addr: ptr.as_ptr() as usize,
+            len,
+            refs,
+            peer,
+        })
+    }
+}
+
+impl GrantSharer for SimGrantSharer {
+    fn share(&self, peer: DomId, count: usize, access: Access) -> Result<SharedPages> {
+        let (region, fd, refs) = self.share_on_host(peer, count, access)?;
         region
             .into_shared_pages(&fd, count * PAGE_SIZE, refs, peer)
             .map_err(|e| Error::os("mmap of shared pages", e))
@@ -254,8 +293,18 @@ impl SimGrantMapper {
     }
 }
 
-impl GrantMapper for SimGrantMapper {
-    fn map(&self, peer: DomId, refs: &[GrantRef], access: Access) -> Result<MappedPages> {
+/// Where one run of a mapping's pages comes from: (descriptor index, byte offset, length).
+type Run = (usize, u64, usize);
+
+impl SimGrantMapper {
+    /// Asks the host for a mapping; returns it (dropping the region ends it), the files it
+    /// came with, and the checked runs that make it up, in order.
+    fn map_on_host(
+        &self,
+        peer: DomId,
+        refs: &[GrantRef],
+        access: Access,
+    ) -> Result<(MappedRegion, Vec<OwnedFd>, Vec<Run>)> {
         if refs.is_empty() {
             return Err(Error::InvalidArgument("cannot map zero pages".into()));
         }
@@ -306,7 +355,7 @@ impl GrantMapper for SimGrantMapper {
             sizes.push(u64::try_from(st.st_size).unwrap_or(0));
         }
         let mut total = 0u64;
-        let mut sources = Vec::with_capacity(pieces.len());
+        let mut runs = Vec::with_capacity(pieces.len());
         for p in &pieces {
             let size = sizes.get(p.fd_index as usize).copied();
             let end = (u64::from(p.page_offset) + u64::from(p.pages)) * PAGE_SIZE as u64;
@@ -315,19 +364,157 @@ impl GrantMapper for SimGrantMapper {
                 _ => return Err(self.conn.sim_error("MAP answered with an invalid piece")),
             }
             total += u64::from(p.pages);
-            sources.push(PieceSource {
-                fd: fds[p.fd_index as usize].as_fd(),
-                offset: u64::from(p.page_offset) * PAGE_SIZE as u64,
-                len: p.pages as usize * PAGE_SIZE,
-            });
+            runs.push((
+                p.fd_index as usize,
+                u64::from(p.page_offset) * PAGE_SIZE as u64,
+                p.pages as usize * PAGE_SIZE,
+            ));
         }
         if total != refs.len() as u64 {
             return Err(self
                 .conn
                 .sim_error("MAP answered with pieces of the wrong total size"));
         }
+        Ok((region, fds, runs))
+    }
+
+    /// Maps `peer`'s pages `refs` like [`GrantMapper::map`], but hands the local mapping over
+    /// to the caller, as C's `xengnttab_map_*` do: the caller unmaps it (`munmap`) when it
+    /// wants, and dropping the returned value ends the mapping on the host (running its unmap
+    /// notification) without unmapping anything.
+    pub fn map_detached(
+        &self,
+        peer: DomId,
+        refs: &[GrantRef],
+        access: Access,
+    ) -> Result<DetachedMap> {
+        let (region, fds, runs) = self.map_on_host(peer, refs, access)?;
+        let (ptr, len) = region
+            .map_detached(&sources(&fds, &runs))
+            .map_err(|e| Error::os("mmap of granted pages", e))?;
+        Ok(DetachedMap {
+            region,
+            addr: ptr.as_ptr() as usize,
+            len,
+            peer,
+            access,
+        })
+    }
+}
+
+fn sources<'a>(fds: &'a [OwnedFd], runs: &[Run]) -> Vec<PieceSource<'a>> {
+    runs.iter()
+        .map(|&(fd_index, offset, len)| PieceSource {
+            fd: fds[fd_index].as_fd(),
+            offset,
+            len,
+        })
+        .collect()
+}
+
+impl GrantMapper for SimGrantMapper {
+    fn map(&self, peer: DomId, refs: &[GrantRef], access: Access) -> Result<MappedPages> {
+        let (region, fds, runs) = self.map_on_host(peer, refs, access)?;
         region
-            .into_mapped_pages(&sources, peer)
+            .into_mapped_pages(&sources(&fds, &runs), peer)
             .map_err(|e| Error::os("mmap of granted pages", e))
     }
 }
+
+/// Pages this process shared, whose local mapping belongs to the caller
+/// ([`SimGrantSharer::share_detached`]).
+///
+/// Dropping it ends the share on the host (running its unmap notification, as Linux gntalloc
+/// does when the last mapping of a deallocated grant goes); it never unmaps the local pages.
+#[derive(Debug)]
+pub struct DetachedShare {
+    region: SharedRegion,
+    addr: usize,
+    len: usize,
+    refs: Vec<GrantRef>,
+    peer: DomId,
+}
+
+impl DetachedShare {
+    /// Start of the local mapping (page aligned, read-write), which the caller must `munmap`
+    /// (`len()` bytes) when done with it; the peer may write it concurrently.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    /// Length of the local mapping in bytes (a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never true).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The grant references, one per page, in page order.
+    pub fn refs(&self) -> &[GrantRef] {
+        &self.refs
+    }
+
+    /// The domain the pages are granted to.
+    pub fn peer(&self) -> DomId {
+        self.peer
+    }
+
+    /// Registers what to do when the share ends or this process dies.
+    pub fn set_unmap_notify(&self, notify: UnmapNotify) -> Result<()> {
+        self.region.set_unmap_notify(notify)
+    }
+}
+
+/// A peer's pages this process mapped, whose local mapping belongs to the caller
+/// ([`SimGrantMapper::map_detached`]).
+///
+/// Dropping it ends the mapping on the host (running its unmap notification); it never unmaps
+/// the local pages.
+#[derive(Debug)]
+pub struct DetachedMap {
+    region: MappedRegion,
+    addr: usize,
+    len: usize,
+    peer: DomId,
+    access: Access,
+}
+
+impl DetachedMap {
+    /// Start of the local mapping (page aligned), which the caller must `munmap` (`len()`
+    /// bytes) when done with it. Writable only if [`Self::access`] is
+    /// [`Access::ReadWrite`]; the peer may write it concurrently.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    /// Length of the local mapping in bytes (a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never true).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The domain that granted the pages.
+    pub fn peer(&self) -> DomId {
+        self.peer
+    }
+
+    /// How the pages are mapped.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Registers what to do when the mapping ends or this process dies.
+    pub fn set_unmap_notify(&self, notify: UnmapNotify) -> Result<()> {
+        self.region.set_unmap_notify(notify)
+    }
+}
+
+#[cfg(test)]
+mod detached_tests;

@@ -4,6 +4,8 @@
 //! host, and handing the resulting address to [`SharedPages`]/[`MappedPages`]. The invariant
 //! that makes it sound is simple: a [`Mapping`] owns its address range from creation until
 //! drop, and a region owns its mapping, and `SharedPages`/`MappedPages` own their region.
+//! A mapping can also be *detached* (the C ABI's model, `DetachedShare`/`DetachedMap`): it is
+//! then never unmapped here, and the address range belongs to whoever received it.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -116,6 +118,14 @@ impl Mapping {
         Ok(reserved)
     }
 
+    /// Gives up ownership of the address range without unmapping it: from here on unmapping
+    /// it is the caller's business (the C ABI, where the program owns its mappings).
+    fn detach(self) -> (NonNull<u8>, usize) {
+        let parts = (self.ptr, self.len);
+        std::mem::forget(self);
+        parts
+    }
+
     fn from_mmap(p: *mut libc::c_void, len: usize) -> io::Result<Mapping> {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
@@ -176,6 +186,22 @@ impl SharedRegion {
         // `len` is `refs.len()` pages (the caller asked the host for that many).
         Ok(unsafe { SharedPages::from_raw_parts(ptr, len, refs, peer, Box::new(self)) })
     }
+
+    /// Maps the share's file (`len` bytes) read-write and hands the mapping over to the
+    /// caller, who becomes responsible for unmapping it; `self` then owns only the share on
+    /// the host (dropping it ends the share, and never unmaps).
+    pub(crate) fn map_detached(
+        &self,
+        fd: &OwnedFd,
+        len: usize,
+    ) -> io::Result<(NonNull<u8>, usize)> {
+        let src = PieceSource {
+            fd: fd.as_fd(),
+            offset: 0,
+            len,
+        };
+        Ok(Mapping::new(&[src], true)?.detach())
+    }
 }
 
 impl RegionBackend for SharedRegion {
@@ -226,6 +252,16 @@ impl MappedRegion {
         // ReadWrite, owned by `self.mapping`, which the boxed backend keeps until the
         // `MappedPages` is dropped.
         Ok(unsafe { MappedPages::from_raw_parts(ptr, len, peer, access, Box::new(self)) })
+    }
+
+    /// Maps the pieces contiguously, in order, with the region's access, and hands the mapping
+    /// over to the caller, who becomes responsible for unmapping it; `self` then owns only the
+    /// mapping on the host (dropping it ends that, and never unmaps).
+    pub(crate) fn map_detached(
+        &self,
+        sources: &[PieceSource<'_>],
+    ) -> io::Result<(NonNull<u8>, usize)> {
+        Ok(Mapping::new(sources, self.access == Access::ReadWrite)?.detach())
     }
 }
 
