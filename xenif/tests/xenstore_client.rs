@@ -575,3 +575,35 @@ fn misbehaving_xenstored_gives_errors_not_hangs() {
     });
     assert!(matches!(xs.begin().unwrap_err(), Error::Protocol { .. }));
 }
+
+/// The way a vchan server advertises: write + set_perms in one transaction. A watcher in the
+/// client domain, registered before, must see the keys appear at commit (the node was created
+/// unreadable to it and made readable inside the transaction).
+#[test]
+fn watch_fires_for_a_node_made_readable_in_a_transaction() {
+    let (_d, host) = host(&[1]);
+    let d0 = host.client(DomId(0)).unwrap();
+    let d1 = host.client(DomId(1)).unwrap();
+    let key = "/local/domain/0/data/vchan/1/1/ring-ref";
+    let w = d1.watch(key, "t").unwrap();
+    assert_eq!(
+        w.next_timeout(Duration::from_secs(5)).unwrap(),
+        Some(ev(key, "t"))
+    );
+    d0.transaction(|tx| {
+        tx.write(key, "5")?;
+        tx.set_perms(key, &[Perm::none(DomId(0)), Perm::read(DomId(1))])?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        w.next_timeout(Duration::from_secs(5)).unwrap(),
+        Some(ev(key, "t"))
+    );
+    // A node nobody lets domain 1 read still fires nothing for it.
+    let hidden = "/local/domain/0/data/vchan/1/1/secret";
+    let w2 = d1.watch(hidden, "h").unwrap();
+    assert!(w2.next_timeout(Duration::from_secs(5)).unwrap().is_some()); // registration
+    d0.write(hidden, "x").unwrap();
+    assert_eq!(w2.next_timeout(Duration::from_millis(300)).unwrap(), None);
+}

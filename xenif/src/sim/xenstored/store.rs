@@ -980,7 +980,16 @@ impl Store {
                     } else {
                         !wire::is_special(&w.abs) && is_child(&ch.path, &w.abs)
                     };
-                    if hit && self.rights(conn.domid, &ch.perms).read {
+                    // Like xenstored: a watcher that could read the node before the change
+                    // (recorded perms) or can read it after (its perms now: a transaction's
+                    // SET_PERMS, or a write followed by SET_PERMS) gets the event.
+                    let readable = self.rights(conn.domid, &ch.perms).read
+                        || self
+                            .tree
+                            .nodes
+                            .get(&ch.path)
+                            .is_some_and(|n| self.rights(conn.domid, &n.perms).read);
+                    if hit && readable {
                         let shown = shown_path(&ch.path, w, conn.domid);
                         events.push((*cid, watch_event(&shown, &w.token)));
                     }
