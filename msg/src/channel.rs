@@ -130,10 +130,16 @@ impl Endpoint {
         self.peer_failure().is_none()
     }
 
-    /// Stops all I/O: blocked calls return [`Error::Closed`] promptly.
-    fn shutdown(&self) {
+    /// Stops all I/O: blocked calls return [`Error::Closed`] promptly. (Also used by the frame
+    /// layer when the peer sends a malformed frame.)
+    pub(crate) fn shutdown(&self) {
         self.dead.store(true, Ordering::Release);
         self.waiter.interrupt();
+    }
+
+    /// Whether this side shut the channel down (one atomic load: cheap enough for hot paths).
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
     }
 
     pub(crate) fn corrupt(&self, e: RingError) -> Error {
@@ -205,9 +211,9 @@ impl Spinner {
     }
 }
 
-/// How a blocking operation waits: shared by both halves.
-struct Waiting<'a> {
-    ep: &'a Endpoint,
+/// How a blocking operation waits: shared by both halves (and the frame layer).
+pub(crate) struct Waiting<'a> {
+    pub(crate) ep: &'a Endpoint,
     mode: Mode,
     timeout: Option<Duration>,
     spinner: &'a mut Spinner,
@@ -217,7 +223,7 @@ impl Waiting<'_> {
     /// Runs `attempt` until it yields a value, waiting between tries as the mode, spin
     /// policy and timeout say. `attempt(true)` must request a notification from the peer
     /// before its final check (the notify protocol), and fail when the peer is gone.
-    fn run<T>(self, mut attempt: impl FnMut(bool) -> Result<Option<T>>) -> Result<T> {
+    pub(crate) fn run<T>(self, mut attempt: impl FnMut(bool) -> Result<Option<T>>) -> Result<T> {
         if let Some(v) = attempt(false)? {
             return Ok(v);
         }
@@ -310,7 +316,7 @@ impl fmt::Debug for WriteHalf {
 }
 
 impl ReadHalf {
-    fn waiting(&mut self) -> (Waiting<'_>, &mut Consumer) {
+    pub(crate) fn waiting(&mut self) -> (Waiting<'_>, &mut Consumer) {
         (
             Waiting {
                 ep: &self.ep,
@@ -473,6 +479,18 @@ impl ReadHalf {
 }
 
 impl WriteHalf {
+    pub(crate) fn waiting(&mut self) -> (Waiting<'_>, &mut Producer) {
+        (
+            Waiting {
+                ep: &self.ep,
+                mode: self.mode,
+                timeout: self.timeout,
+                spinner: &mut self.spinner,
+            },
+            &mut self.tx,
+        )
+    }
+
     fn attempt(
         ep: &Endpoint,
         tx: &mut Producer,

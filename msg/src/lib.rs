@@ -40,6 +40,7 @@ mod channel;
 mod client;
 mod config;
 mod error;
+pub mod frame;
 mod monitor;
 mod server;
 mod wait;

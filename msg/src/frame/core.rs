@@ -1,0 +1,747 @@
+//! The frame protocol over any ring: locating and validating frames at the consumer,
+//! placing them (with skip markers) at the producer, and the borrowed [`Frame`].
+//!
+//! Generic over where the ring lives ([`ContiguousRingMemory`], [`IndexCell`]), so that the
+//! very code the channel runs also runs over in-process rings (doc examples, benches) and
+//! over the fuzz harness's hostile ring.
+
+use std::fmt;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+
+use vchan_ring::{
+    Consumer, ContiguousRingMemory, FlagCell, IndexCell, Producer, RawIndex, RawRing, RingError,
+};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Ref};
+
+use super::error::{FrameError, Malformation};
+use super::view::{FrameBuf, SharedBytes};
+use super::wire::{
+    FRAME_ALIGN, FrameHeader, HEADER_LEN, MIN_RING_SIZE, TAG_SKIP, WireHeader, footprint,
+    is_reserved_tag, max_payload,
+};
+
+/// Error type a fill-in-place closure may return.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Turns a fill closure's error into a [`FrameError`] (one it returned as is, or
+/// [`FrameError::Fill`]).
+pub(crate) fn fill_error(e: impl Into<BoxError>) -> FrameError {
+    match e.into().downcast::<FrameError>() {
+        Ok(frame_error) => *frame_error,
+        Err(other) => FrameError::Fill(other),
+    }
+}
+
+/// A validated frame in the ring: everything here comes from one fetch of its header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Located {
+    pub(crate) tag: u32,
+    pub(crate) len: u32,
+    /// First payload byte (8-byte aligned, inside the ring).
+    pub(crate) payload: NonNull<u8>,
+    /// Ring bytes of the header, payload and padding.
+    pub(crate) footprint: u32,
+}
+
+/// Why no frame could be located.
+#[derive(Debug)]
+pub(crate) enum LocateError {
+    /// The ring (its indices) is corrupt.
+    Ring(RingError),
+    /// The bytes at the head are not a valid frame.
+    Malformed { offset: u32, problem: Malformation },
+}
+
+impl From<LocateError> for FrameError {
+    fn from(e: LocateError) -> FrameError {
+        match e {
+            LocateError::Ring(e) => FrameError::Ring(e),
+            LocateError::Malformed { offset, problem } => FrameError::Malformed { offset, problem },
+        }
+    }
+}
+
+/// Ring offset of the first byte of `parts` (`[(start, len), (ring base, len)]`).
+fn offset_of(parts: &[(NonNull<u8>, usize); 2]) -> usize {
+    (parts[0].0.as_ptr() as usize).wrapping_sub(parts[1].0.as_ptr() as usize)
+}
+
+/// Ring offset of the consumer's private head.
+pub(crate) fn head_offset<M: ContiguousRingMemory, X: IndexCell>(
+    rx: &mut Consumer<M, X>,
+) -> Result<usize, RingError> {
+    Ok(offset_of(&rx.peek(0)?.as_raw_parts()))
+}
+
+/// Ring offset of the producer's private tail.
+pub(crate) fn tail_offset<M: ContiguousRingMemory, X: IndexCell>(
+    tx: &mut Producer<M, X>,
+) -> Result<usize, RingError> {
+    Ok(offset_of(&tx.reserve_up_to(0)?.as_raw_parts()))
+}
+
+/// Checks that a ring of `capacity` bytes whose index is at `offset` can carry frames.
+pub(crate) fn check_suitable(capacity: usize, offset: usize) -> Result<(), FrameError> {
+    if capacity < MIN_RING_SIZE {
+        return Err(FrameError::Unsuitable {
+            reason: format!("the ring holds only {capacity} bytes"),
+        });
+    }
+    if offset % FRAME_ALIGN != 0 {
+        return Err(FrameError::Unsuitable {
+            reason: format!(
+                "its index is at ring offset {offset}, not a multiple of {FRAME_ALIGN} (the \
+                 channel already carried stream bytes)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Finds the next frame at the consumer's head, stepping over a skip marker, without
+/// consuming the frame itself. `Ok(None)`: nothing published yet.
+///
+/// The header is copied out of the ring exactly once; every decision and every later access
+/// uses that copy. Published bytes always consist of whole frames and skip markers (a writer
+/// publishes nothing else), so a header or frame that is not entirely published is
+/// malformed, not "wait for more" — a hostile writer cannot make us wait on half a frame.
+pub(crate) fn locate<M: ContiguousRingMemory, X: IndexCell>(
+    rx: &mut Consumer<M, X>,
+) -> Result<Option<Located>, LocateError> {
+    let size = rx.capacity();
+    // At most two rounds: a skip marker moves the head to offset 0, where another skip
+    // marker is malformed.
+    for _ in 0..2 {
+        let region = rx.peek(HEADER_LEN).map_err(LocateError::Ring)?;
+        let available = region.len();
+        if available == 0 {
+            return Ok(None);
+        }
+        let parts = region.as_raw_parts();
+        let offset = offset_of(&parts);
+        let room = size - offset;
+        let malformed = |problem| LocateError::Malformed {
+            offset: offset as u32,
+            problem,
+        };
+        if available < HEADER_LEN {
+            return Err(malformed(Malformation::ShortHeader {
+                available: available as u32,
+            }));
+        }
+        // The single fetch of the header. `offset` is a multiple of 8 and so is `size`:
+        // the 8 header bytes lie before the ring's end.
+        let mut raw = [0u8; HEADER_LEN];
+        region.copy_to(0, &mut raw);
+        let [t0, t1, t2, t3, l0, l1, l2, l3] = raw;
+        let tag = u32::from_le_bytes([t0, t1, t2, t3]);
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
+
+        if tag == TAG_SKIP {
+            if offset == 0 {
+                return Err(malformed(Malformation::SkipAtRingStart));
+            }
+            let expected = (room - HEADER_LEN) as u32;
+            if len != expected {
+                return Err(malformed(Malformation::BadSkip { len, expected }));
+            }
+            if available < room {
+                return Err(malformed(Malformation::SkipBeyondPublished {
+                    room: room as u32,
+                    available: available as u32,
+                }));
+            }
+            region.consume(room).map_err(LocateError::Ring)?;
+            continue;
+        }
+        if is_reserved_tag(tag) {
+            return Err(malformed(Malformation::ReservedTag { tag }));
+        }
+        let max = max_payload(size);
+        if len as usize > max {
+            return Err(malformed(Malformation::LengthBeyondRing {
+                len,
+                max: max as u32,
+            }));
+        }
+        // `len <= size - 8` and `size` is a multiple of 8: the footprint is at most `size`.
+        let fp = footprint(len as usize).unwrap_or(usize::MAX);
+        if fp > room {
+            return Err(malformed(Malformation::CrossesRingEnd {
+                len,
+                room: room as u32,
+            }));
+        }
+        if fp > available {
+            return Err(malformed(Malformation::BeyondPublished {
+                footprint: fp as u32,
+                available: available as u32,
+            }));
+        }
+        // SAFETY: the frame `start..start + fp` lies inside the ring (`fp <= room`), and
+        // `fp >= HEADER_LEN`, so `start + 8` is inside it or at its end.
+        let payload = unsafe { parts[0].0.add(HEADER_LEN) };
+        return Ok(Some(Located {
+            tag,
+            len,
+            payload,
+            footprint: fp as u32,
+        }));
+    }
+    Ok(None)
+}
+
+/// Outcome of [`stage_frame`].
+pub(crate) enum Staged<F> {
+    /// The frame was staged; its payload length.
+    Done(usize),
+    /// Not enough free space: this many bytes must be free before trying again (the fill
+    /// closure is handed back, not called). A skip marker may have been staged already.
+    NeedSpace(usize, F),
+}
+
+/// Stages one frame of at most `max_len` payload bytes, filled in place by `fill`, with a
+/// skip marker first if it does not fit before the ring's end. Publishes nothing.
+pub(crate) fn stage_frame<M, X, F, E>(
+    tx: &mut Producer<M, X>,
+    tag: u32,
+    max_len: usize,
+    fill: F,
+) -> Result<Staged<F>, FrameError>
+where
+    M: ContiguousRingMemory,
+    X: IndexCell,
+    F: FnOnce(&mut FrameBuf<'_>) -> Result<usize, E>,
+    E: Into<BoxError>,
+{
+    if is_reserved_tag(tag) {
+        return Err(FrameError::ReservedTag { tag });
+    }
+    let size = tx.capacity();
+    let max = max_payload(size);
+    if max_len > max {
+        return Err(FrameError::TooLarge { len: max_len, max });
+    }
+    let fp = footprint(max_len).unwrap_or(usize::MAX);
+    let offset = tail_offset(tx)?;
+    let room = size - offset;
+    if fp > room {
+        // Pad to the ring's end with a skip marker; the frame goes to offset 0.
+        let mut skip = match tx.reserve(room) {
+            Ok(r) => r,
+            Err(RingError::NoSpace { .. }) => return Ok(Staged::NeedSpace(room, fill)),
+            Err(e) => return Err(e.into()),
+        };
+        skip.copy_from(
+            0,
+            WireHeader::new(TAG_SKIP, (room - HEADER_LEN) as u32).as_bytes(),
+        );
+        skip.commit_all();
+    }
+    let mut region = match tx.reserve(fp) {
+        Ok(r) => r,
+        Err(RingError::NoSpace { .. }) => return Ok(Staged::NeedSpace(fp, fill)),
+        Err(e) => return Err(e.into()),
+    };
+    let parts = region.as_raw_parts();
+    debug_assert_eq!(parts[0].1, fp, "a frame reservation is contiguous");
+    // SAFETY: the reservation is contiguous (`fp <= room`) and at least `HEADER_LEN` long,
+    // so `start + 8` is inside it or at its end.
+    let payload = unsafe { parts[0].0.add(HEADER_LEN) };
+    // SAFETY: `payload..payload + max_len` is the reservation after its header: free ring
+    // space, which the ring protocol gives to this producer (held `&mut` through `region`)
+    // until it is committed; valid for writes. `buf` does not outlive this function.
+    let mut buf = unsafe { FrameBuf::new(payload, max_len) };
+    let len = fill(&mut buf).map_err(fill_error)?;
+    if len > max_len {
+        return Err(FrameError::FillOverrun {
+            written: len,
+            max: max_len,
+        });
+    }
+    let used = footprint(len).unwrap_or(usize::MAX);
+    region.copy_from(
+        HEADER_LEN + len,
+        &[0u8; FRAME_ALIGN][..used - HEADER_LEN - len],
+    );
+    region.copy_from(0, WireHeader::new(tag, len as u32).as_bytes());
+    region.commit(used)?;
+    Ok(Staged::Done(len))
+}
+
+/// Copies `value`'s bytes into a frame buffer (the typed send's fill closure).
+pub(crate) fn fill_with_bytes(
+    bytes: &[u8],
+) -> impl FnOnce(&mut FrameBuf<'_>) -> Result<usize, FrameError> + '_ {
+    move |buf| {
+        buf.write_at(0, bytes)?;
+        Ok(bytes.len())
+    }
+}
+
+/// What a [`Frame`] tells its reader when it is done.
+pub(crate) trait Release {
+    /// Consumes `footprint` bytes at the head (the frame) and, if `publish`, gives the space
+    /// back to the writer (and signals it if it asked).
+    fn release(&mut self, footprint: u32, publish: bool) -> Result<(), FrameError>;
+    /// Keeps an error from a release in `Drop`, to report it from the next call.
+    fn defer(&mut self, error: FrameError);
+}
+
+/// A received frame, borrowed in place from the ring: true zero-copy, safe against a hostile
+/// peer.
+///
+/// Its header (tag and length) was fetched once and validated; the payload stays in ring
+/// memory and is reached through copies or a volatile view ([`Frame::bytes`]), never as a
+/// `&[u8]` unless you opt in ([`Frame::as_slice_trusted`]). The frame borrows its reader, and
+/// its ring space goes back to the writer when it is dropped or [`finish`](Frame::finish)ed
+/// ([`unread`](Frame::unread) leaves it in the ring instead).
+///
+/// ```
+/// use vchan_msg::frame::{FrameConsumer, FrameProducer};
+/// use vchan_ring::LocalRing;
+///
+/// let ring = LocalRing::<1024>::new();
+/// let (tx, rx) = LocalRing::split(&ring).unwrap();
+/// let (mut tx, mut rx) = (FrameProducer::new(tx)?, FrameConsumer::new(rx)?);
+/// tx.try_send(42, &[1u32, 2, 3])?;
+/// let frame = rx.try_recv()?.expect("one frame");
+/// assert_eq!((frame.tag(), frame.len()), (42, 12));
+/// assert_eq!(frame.read::<u32>(4)?, 2); // a typed single-fetch read at an offset
+/// let mut out = Vec::new();
+/// frame.write_to(&mut out)?;            // or write_all_to_fd: straight from the ring
+/// assert_eq!(out.len(), 12);
+/// drop(frame);                           // gives the space back
+/// assert!(rx.try_recv()?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Frame<'a> {
+    loc: Located,
+    owner: &'a mut dyn Release,
+    publish: bool,
+    released: bool,
+}
+
+impl<'a> Frame<'a> {
+    pub(crate) fn new(loc: Located, owner: &'a mut dyn Release, publish: bool) -> Frame<'a> {
+        Frame {
+            loc,
+            owner,
+            publish,
+            released: false,
+        }
+    }
+
+    /// The frame's tag.
+    pub fn tag(&self) -> u32 {
+        self.loc.tag
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.loc.len as usize
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.loc.len == 0
+    }
+
+    /// The header: tag and length.
+    pub fn header(&self) -> FrameHeader {
+        FrameHeader {
+            tag: self.loc.tag,
+            len: self.loc.len,
+        }
+    }
+
+    /// The payload as a volatile view (copies, typed reads, fd writes), valid while the frame
+    /// is.
+    pub fn bytes(&self) -> SharedBytes<'_> {
+        // SAFETY: `locate` checked that the payload lies inside the ring and inside what the
+        // writer published; our consumer owns those bytes until the frame is released, which
+        // needs the frame (and so ends this borrow). Nothing in this process writes them: the
+        // producer half of this ring is the peer's.
+        unsafe { SharedBytes::new(self.loc.payload, self.loc.len as usize) }
+    }
+
+    /// A `T` copied out of the payload at `offset` (one fetch; any alignment).
+    pub fn read<T: FromBytes>(&self, offset: usize) -> Result<T, FrameError> {
+        self.bytes().read(offset)
+    }
+
+    /// Copies `dst.len()` payload bytes from `offset` into `dst`.
+    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<(), FrameError> {
+        self.bytes().read_into(offset, dst)
+    }
+
+    /// A private copy of the payload.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes().to_vec()
+    }
+
+    /// Writes the payload to `fd` straight from the ring (see
+    /// [`SharedBytes::write_all_to_fd`]).
+    pub fn write_all_to_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.bytes().write_all_to_fd(fd)
+    }
+
+    /// Writes the payload to `w` (through a stack buffer; see [`SharedBytes::write_to`]).
+    pub fn write_to<W: io::Write + ?Sized>(&self, w: &mut W) -> io::Result<()> {
+        self.bytes().write_to(w)
+    }
+
+    /// The payload as a plain slice: the trusted-peer opt-in (see
+    /// [`SharedBytes::as_slice_trusted`]).
+    ///
+    /// # Safety
+    ///
+    /// The peer must not write the frame's bytes while the slice lives (a trusted peer, which
+    /// never touches what it published). With a hostile peer this is a data race and any
+    /// validation of the slice can be undone before use.
+    pub unsafe fn as_slice_trusted(&self) -> &[u8] {
+        // SAFETY: the caller's contract.
+        unsafe { self.bytes().as_slice_trusted() }
+    }
+
+    /// The payload as a zerocopy [`Ref`] to `T` (see [`SharedBytes::as_ref_trusted`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`as_slice_trusted`](Frame::as_slice_trusted).
+    pub unsafe fn as_ref_trusted<T>(&self) -> Result<Ref<&[u8], T>, FrameError>
+    where
+        T: FromBytes + KnownLayout + Immutable,
+    {
+        // SAFETY: the caller's contract.
+        unsafe { self.bytes().as_ref_trusted() }
+    }
+
+    /// Leaves the frame in the ring: the next receive returns it again.
+    pub fn unread(mut self) {
+        self.loc.footprint = 0;
+    }
+
+    /// Gives the frame's space back now, reporting a failure to signal the writer (dropping
+    /// the frame does the same but reports such a failure from the next call).
+    pub fn finish(mut self) -> Result<(), FrameError> {
+        self.released = true;
+        self.owner.release(self.loc.footprint, self.publish)
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = self.owner.release(self.loc.footprint, self.publish) {
+                self.owner.defer(e);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("tag", &self.loc.tag)
+            .field("len", &self.loc.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The frame reader of any ring: the protocol without waiting (see
+/// [`FrameReader`](super::FrameReader) for a channel's, which waits and signals).
+///
+/// Over an in-process ring ([`vchan_ring::LocalRing`]) or raw shared memory. A reader that
+/// wants to sleep uses the ring's notify protocol itself:
+/// [`available_or_request`](FrameConsumer::available_or_request) before sleeping,
+/// [`publish_and_check`](FrameConsumer::publish_and_check) after releasing frames.
+///
+/// ```
+/// use vchan_msg::frame::{FrameConsumer, FrameProducer};
+/// use vchan_ring::LocalRing;
+///
+/// let ring = LocalRing::<64>::new();
+/// let (tx, rx) = LocalRing::split(&ring).unwrap();
+/// let (mut tx, mut rx) = (FrameProducer::new(tx)?, FrameConsumer::new(rx)?);
+/// // 24-byte frames in a 64-byte ring: the third one does not fit before the ring's end,
+/// // so the writer puts a skip marker there and the frame at offset 0.
+/// for round in 0u64..10 {
+///     assert!(tx.try_send(1, &[round, round])?);
+///     let (tag, v): (u32, [u64; 2]) = rx.try_recv_copy()?.expect("a frame");
+///     assert_eq!((tag, v), (1, [round, round]));
+/// }
+/// # Ok::<(), vchan_msg::frame::FrameError>(())
+/// ```
+pub struct FrameConsumer<M = RawRing, X = RawIndex> {
+    rx: Consumer<M, X>,
+    fault: Option<(u32, Malformation)>,
+    deferred: Option<FrameError>,
+}
+
+impl<M: ContiguousRingMemory, X: IndexCell> FrameConsumer<M, X> {
+    /// Reads frames from `rx`, which must be at least 16 bytes and at a frame boundary (a
+    /// fresh ring, or one only ever used for frames).
+    pub fn new(mut rx: Consumer<M, X>) -> Result<Self, FrameError> {
+        let offset = head_offset(&mut rx)?;
+        check_suitable(rx.capacity(), offset)?;
+        Ok(FrameConsumer {
+            rx,
+            fault: None,
+            deferred: None,
+        })
+    }
+
+    fn check(&mut self) -> Result<(), FrameError> {
+        if let Some((offset, problem)) = self.fault {
+            return Err(FrameError::Malformed { offset, problem });
+        }
+        match self.deferred.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn locate(&mut self) -> Result<Option<Located>, FrameError> {
+        self.check()?;
+        match locate(&mut self.rx) {
+            Ok(found) => Ok(found),
+            Err(LocateError::Malformed { offset, problem }) => {
+                self.fault = Some((offset, problem));
+                Err(FrameError::Malformed { offset, problem })
+            }
+            Err(LocateError::Ring(e)) => Err(e.into()),
+        }
+    }
+
+    /// The next frame, if one is published. Dropping it consumes it and publishes the
+    /// consumer index (no signal: see [`publish_and_check`](FrameConsumer::publish_and_check)).
+    ///
+    /// A malformed frame fails with [`FrameError::Malformed`], and so does every later call.
+    pub fn try_recv(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
+        Ok(self.locate()?.map(|loc| Frame::new(loc, self, true)))
+    }
+
+    /// The next frame copied into a `T` (one fetch), if one is published. A frame of another
+    /// length than `T` fails with [`FrameError::LengthMismatch`] and stays in the ring.
+    pub fn try_recv_copy<T: FromBytes>(&mut self) -> Result<Option<(u32, T)>, FrameError> {
+        match self.try_recv()? {
+            None => Ok(None),
+            Some(frame) => copy_frame(frame).map(Some),
+        }
+    }
+
+    /// Bytes published by the writer and not yet received (loads the writer's index).
+    pub fn available(&mut self) -> Result<usize, FrameError> {
+        Ok(self.rx.available()?)
+    }
+
+    /// [`Consumer::available_or_request`]: before sleeping until a frame comes.
+    pub fn available_or_request<F: FlagCell + ?Sized>(
+        &mut self,
+        peer: &F,
+    ) -> Result<usize, FrameError> {
+        Ok(self.rx.available_or_request(HEADER_LEN, peer)?)
+    }
+
+    /// [`Consumer::publish_and_check`]: after releasing frames, whether the writer asked to
+    /// be signalled about the freed space.
+    pub fn publish_and_check<F: FlagCell + ?Sized>(&mut self, own: &F) -> bool {
+        self.rx.publish_and_check(own)
+    }
+
+    /// The ring size.
+    pub fn capacity(&self) -> usize {
+        self.rx.capacity()
+    }
+
+    /// The largest payload one frame can carry in this ring.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.rx.capacity())
+    }
+
+    /// The ring half underneath.
+    pub fn consumer(&self) -> &Consumer<M, X> {
+        &self.rx
+    }
+
+    /// Gives the ring half back.
+    pub fn into_inner(self) -> Consumer<M, X> {
+        self.rx
+    }
+}
+
+impl<M: ContiguousRingMemory, X: IndexCell> Release for FrameConsumer<M, X> {
+    fn release(&mut self, footprint: u32, publish: bool) -> Result<(), FrameError> {
+        self.rx.consume(footprint as usize)?;
+        if publish {
+            self.rx.publish();
+        }
+        Ok(())
+    }
+
+    fn defer(&mut self, error: FrameError) {
+        self.deferred.get_or_insert(error);
+    }
+}
+
+impl<M, X> fmt::Debug for FrameConsumer<M, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameConsumer")
+            .field("ring", &self.rx)
+            .field("fault", &self.fault)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Copies a whole frame into a `T`, or leaves it unread if the lengths differ.
+pub(crate) fn copy_frame<T: FromBytes>(frame: Frame<'_>) -> Result<(u32, T), FrameError> {
+    let expected = size_of::<T>();
+    if frame.len() != expected {
+        let e = FrameError::LengthMismatch {
+            tag: frame.tag(),
+            len: frame.len(),
+            expected,
+        };
+        frame.unread();
+        return Err(e);
+    }
+    let tag = frame.tag();
+    let value = frame.read::<T>(0)?;
+    frame.finish()?;
+    Ok((tag, value))
+}
+
+/// The frame writer of any ring: the protocol without waiting (see
+/// [`FrameWriter`](super::FrameWriter) for a channel's, which waits and signals).
+///
+/// `try_stage*` place frames without publishing them (batching: many frames, then one
+/// [`publish`](FrameProducer::publish)); `try_send` publishes at once. When a frame does not
+/// fit now they return `false`/`None` without writing it (a skip marker may have been staged
+/// for it: publish, wait for space, and try again).
+///
+/// ```
+/// use vchan_msg::frame::{FrameConsumer, FrameProducer};
+/// use vchan_ring::LocalRing;
+///
+/// let ring = LocalRing::<1024>::new();
+/// let (tx, rx) = LocalRing::split(&ring).unwrap();
+/// let (mut tx, mut rx) = (FrameProducer::new(tx)?, FrameConsumer::new(rx)?);
+/// for i in 0u64..10 {
+///     assert!(tx.try_stage(1, &i)?); // straight into the ring, not yet visible
+/// }
+/// assert!(rx.try_recv()?.is_none());
+/// tx.publish(); // one release store for the whole batch
+/// let mut n = 0;
+/// while let Some((_, v)) = rx.try_recv_copy::<u64>()? {
+///     assert_eq!(v, n);
+///     n += 1;
+/// }
+/// assert_eq!(n, 10);
+/// # Ok::<(), vchan_msg::frame::FrameError>(())
+/// ```
+pub struct FrameProducer<M = RawRing, X = RawIndex> {
+    tx: Producer<M, X>,
+}
+
+impl<M: ContiguousRingMemory, X: IndexCell> FrameProducer<M, X> {
+    /// Writes frames to `tx`, which must be at least 16 bytes and at a frame boundary.
+    pub fn new(mut tx: Producer<M, X>) -> Result<Self, FrameError> {
+        let offset = tail_offset(&mut tx)?;
+        check_suitable(tx.capacity(), offset)?;
+        Ok(FrameProducer { tx })
+    }
+
+    /// Stages a frame holding `value`'s bytes, copied straight into the ring. `Ok(false)`:
+    /// not enough space now.
+    pub fn try_stage<T: IntoBytes + Immutable + ?Sized>(
+        &mut self,
+        tag: u32,
+        value: &T,
+    ) -> Result<bool, FrameError> {
+        let bytes = value.as_bytes();
+        Ok(self
+            .try_stage_with(tag, bytes.len(), fill_with_bytes(bytes))?
+            .is_some())
+    }
+
+    /// Stages a frame of at most `max_len` payload bytes written in place by `fill`, which
+    /// returns the payload's actual length (at most `max_len`). `fill` is called only once
+    /// the space is reserved; `Ok(None)`: not enough space now (`fill` was not called). An
+    /// error from `fill` sends nothing.
+    pub fn try_stage_with<F, E>(
+        &mut self,
+        tag: u32,
+        max_len: usize,
+        fill: F,
+    ) -> Result<Option<usize>, FrameError>
+    where
+        F: FnOnce(&mut FrameBuf<'_>) -> Result<usize, E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match stage_frame(&mut self.tx, tag, max_len, fill)? {
+            Staged::Done(n) => Ok(Some(n)),
+            Staged::NeedSpace(..) => Ok(None),
+        }
+    }
+
+    /// [`try_stage`](FrameProducer::try_stage), then [`publish`](FrameProducer::publish).
+    pub fn try_send<T: IntoBytes + Immutable + ?Sized>(
+        &mut self,
+        tag: u32,
+        value: &T,
+    ) -> Result<bool, FrameError> {
+        let sent = self.try_stage(tag, value)?;
+        self.tx.publish();
+        Ok(sent)
+    }
+
+    /// Makes every staged frame visible with one release store.
+    pub fn publish(&mut self) -> bool {
+        self.tx.publish()
+    }
+
+    /// [`Producer::publish_and_check`]: whether the reader asked to be signalled.
+    pub fn publish_and_check<F: FlagCell + ?Sized>(&mut self, own: &F) -> bool {
+        self.tx.publish_and_check(own)
+    }
+
+    /// [`Producer::space_or_request`]: before sleeping until `want` bytes are free.
+    pub fn space_or_request<F: FlagCell + ?Sized>(
+        &mut self,
+        want: usize,
+        peer: &F,
+    ) -> Result<usize, FrameError> {
+        Ok(self.tx.space_or_request(want, peer)?)
+    }
+
+    /// The ring size.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
+    /// The largest payload one frame can carry in this ring.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.tx.capacity())
+    }
+
+    /// The ring half underneath.
+    pub fn producer(&self) -> &Producer<M, X> {
+        &self.tx
+    }
+
+    /// Gives the ring half back.
+    pub fn into_inner(self) -> Producer<M, X> {
+        self.tx
+    }
+}
+
+impl<M, X> fmt::Debug for FrameProducer<M, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameProducer")
+            .field("ring", &self.tx)
+            .finish()
+    }
+}
