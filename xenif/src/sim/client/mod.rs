@@ -278,6 +278,14 @@ impl GrantSharer for SimGrantSharer {
     }
 }
 
+/// The handle's connection to the host (what the C libraries call the handle's internal
+/// descriptor: usable with `fcntl`, useless to `poll`).
+impl AsFd for SimGrantSharer {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.conn.sock.as_fd()
+    }
+}
+
 /// Maps pages other domains of a simulated host granted (the sim's `/dev/xen/gntdev`).
 #[derive(Debug)]
 pub struct SimGrantMapper {
@@ -290,6 +298,13 @@ impl SimGrantMapper {
         Ok(SimGrantMapper {
             conn: Arc::new(Connection::open(dir, domid)?),
         })
+    }
+}
+
+/// The handle's connection to the host (see [`SimGrantSharer`]'s).
+impl AsFd for SimGrantMapper {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.conn.sock.as_fd()
     }
 }
 
