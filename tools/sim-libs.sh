@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the simulated Xen host's drop-in C libraries — libxengnttab.so.1, libxenevtchn.so.1
-# and libxencall.so.1, from the crate xenif/capi (vchan-xen-capi) — and prints the directory
-# holding them. With that directory first in LD_LIBRARY_PATH, and the environment of a
+# Builds the simulated Xen host's drop-in C libraries — libxengnttab.so.1, libxenevtchn.so.1,
+# libxencall.so.1 and libxenforeignmemory.so.1, from the crate xenif/capi (vchan-xen-capi) —
+# and prints the directory holding them. With that directory first in LD_LIBRARY_PATH, and the environment of a
 # simulated domain (`eval "$(vchan sim env N)"`), unmodified dynamically linked C Xen
 # programs (Debian's libxenvchan.so.4.17, vchan-socket-proxy, ...) run on the simulated host:
 #
@@ -44,7 +44,7 @@ command -v "${CC:-gcc}" >/dev/null || {
   echo "sim-libs.sh: ${CC:-gcc} not found: apt-get install gcc" >&2; exit 1; }
 
 mkdir -p "$out"
-for lib in xengnttab xenevtchn xencall; do
+for lib in xengnttab xenevtchn xencall xenforeignmemory; do
   map=$root/xenif/capi/maps/lib$lib.map
   so=$out/lib$lib.so.1
   if [ -f "$so" ] && [ "$so" -nt "$archive" ] && [ "$so" -nt "$map" ] && [ "$so" -nt "$0" ]; then

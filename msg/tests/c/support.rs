@@ -82,8 +82,8 @@ fn target_and_profile() -> (PathBuf, String) {
     (target, profile)
 }
 
-/// The directory holding the drop-in `libxengnttab.so.1`, `libxenevtchn.so.1` and
-/// `libxencall.so.1`, built (once per test binary) by `tools/sim-libs.sh` with this test's
+/// The directory holding the drop-in `libxengnttab.so.1`, `libxenevtchn.so.1`,
+/// `libxencall.so.1` and `libxenforeignmemory.so.1`, built (once per test binary) by `tools/sim-libs.sh` with this test's
 /// profile.
 pub fn sim_libs() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -97,10 +97,47 @@ pub fn sim_libs() -> PathBuf {
             .expect("running tools/sim-libs.sh");
         assert!(out.status.success(), "tools/sim-libs.sh failed");
         let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        for lib in ["libxengnttab.so.1", "libxenevtchn.so.1", "libxencall.so.1"] {
+        for lib in [
+            "libxengnttab.so.1",
+            "libxenevtchn.so.1",
+            "libxencall.so.1",
+            "libxenforeignmemory.so.1",
+        ] {
             assert!(dir.join(lib).exists(), "{lib} missing in {}", dir.display());
         }
         dir
+    })
+    .clone()
+}
+
+/// The `vchan` command line (`tools/`), built (once per test binary) with this test's profile.
+pub fn vchan_cli() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let (target, profile) = target_and_profile();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "vchan-tools",
+                "--bin",
+                "vchan",
+                "--profile",
+            ])
+            .arg(&profile)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("running cargo build -p vchan-tools");
+        assert!(status.success(), "building the vchan command failed");
+        let dir = if profile == "dev" {
+            "debug"
+        } else {
+            profile.as_str()
+        };
+        target.join(dir).join("vchan")
     })
     .clone()
 }
@@ -222,7 +259,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: String, mut cmd: Command) -> Proc {
+    pub fn spawn(name: String, cmd: Command) -> Proc {
+        Proc::spawn_prefixed(name, cmd, "")
+    }
+
+    /// [`Self::spawn`], keeping only the lines that start with `prefix` (without it).
+    pub fn spawn_prefixed(name: String, mut cmd: Command, prefix: &'static str) -> Proc {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -234,7 +276,10 @@ impl Proc {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                let Some(line) = line.strip_prefix(prefix) else {
+                    continue;
+                };
+                if tx.send(line.to_owned()).is_err() {
                     break;
                 }
             }
@@ -376,9 +421,17 @@ pub struct Flow {
     pub chunk: usize,
 }
 
+/// What [`rust_transfer`] leaves: the checksums and the channel's halves (still open).
+pub struct Transfer {
+    pub sent: u64,
+    pub received: u64,
+    pub reader: vchan_msg::ReadHalf,
+    pub writer: vchan_msg::WriteHalf,
+}
+
 /// Runs both directions at once on a Rust vchan: sends `tx` (on a thread) and receives and
-/// checks `rx`, byte by byte; returns the checksums (sent, received).
-pub fn rust_transfer(chan: Vchan, mode: Mode, tx: Flow, rx: Flow) -> (u64, u64) {
+/// checks `rx`, byte by byte.
+pub fn rust_transfer(chan: Vchan, mode: Mode, tx: Flow, rx: Flow) -> Transfer {
     let (mut r, mut w) = chan.split();
     let writer = std::thread::spawn(move || {
         let mut buf = vec![0u8; tx.chunk];
@@ -420,12 +473,94 @@ pub fn rust_transfer(chan: Vchan, mode: Mode, tx: Flow, rx: Flow) -> (u64, u64) 
         at += got as u64;
     }
     let (sent, w) = writer.join().expect("Rust sender");
-    drop((r, w));
-    (sent, h)
+    Transfer {
+        sent,
+        received: h,
+        reader: r,
+        writer: w,
+    }
+}
+
+/// Writes `len` bytes of the pattern with `seed` to `w` in `chunk`-byte calls; returns the
+/// checksum.
+pub fn write_pattern(w: &mut dyn std::io::Write, seed: u64, len: u64, chunk: usize) -> u64 {
+    let mut buf = vec![0u8; chunk];
+    let (mut at, mut h) = (0u64, FNV_OFFSET);
+    while at < len {
+        let n = (len - at).min(chunk as u64) as usize;
+        pattern(seed, at, &mut buf[..n]);
+        w.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("writing at byte {at}: {e}"));
+        h = fnv1a(h, &buf[..n]);
+        at += n as u64;
+    }
+    h
+}
+
+/// Reads exactly `len` bytes from `r`, checking each against the pattern with `seed`;
+/// returns the checksum.
+pub fn read_pattern(r: &mut dyn std::io::Read, seed: u64, len: u64) -> u64 {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut want = vec![0u8; 1 << 16];
+    let (mut at, mut h) = (0u64, FNV_OFFSET);
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        let got = r
+            .read(&mut buf[..n])
+            .unwrap_or_else(|e| panic!("reading at byte {at}: {e}"));
+        assert!(got > 0, "end of stream after {at} of {len} bytes");
+        pattern(seed, at, &mut want[..got]);
+        if let Some(i) = (0..got).find(|&i| buf[i] != want[i]) {
+            panic!(
+                "wrong byte at {}: {} instead of {}",
+                at + i as u64,
+                buf[i],
+                want[i]
+            );
+        }
+        h = fnv1a(h, &buf[..got]);
+        at += got as u64;
+    }
+    h
 }
 
 /// Parses a driver report "N SUM" into (bytes, checksum).
 pub fn report(rest: &str) -> (u64, u64) {
     let (n, sum) = rest.split_once(' ').expect("N SUM");
     (n.parse().unwrap(), u64::from_str_radix(sum, 16).unwrap())
+}
+
+/// Environment variable naming the role a re-run of this test binary plays (a Rust peer in
+/// its own process, so that it can be killed).
+pub const ROLE_ENV: &str = "VCHAN_INTEROP_ROLE";
+/// Prefix of the lines a role says (the test harness's own output is ignored).
+const ROLE_PREFIX: &str = "@@interop@@ ";
+
+/// The role this process plays, if it is a re-run child.
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_ENV).ok()
+}
+
+/// Child side: tells the parent `line`.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{ROLE_PREFIX}{line}").expect("stdout");
+    out.flush().expect("stdout");
+}
+
+/// The simulated domain a child acts as (`VCHAN_SIM_DIR`, `VCHAN_SIM_DOMID`).
+pub fn child_backend() -> Backend {
+    Backend::detect().expect("the child's simulated-host environment")
+}
+
+impl Host {
+    /// Re-runs this test binary's test `test` as domain `domid`, in role `role`, with `env`.
+    pub fn rust_child(&self, test: &str, role: &str, domid: u16, env: &[(&str, String)]) -> Proc {
+        let mut cmd = self.command(&std::env::current_exe().unwrap(), domid);
+        cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE_ENV, role)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Proc::spawn_prefixed(format!("{role} (Rust, domain {domid})"), cmd, ROLE_PREFIX)
+    }
 }

@@ -347,23 +347,20 @@ impl XengntdevHandle {
     /// # Safety
     /// As for [`Self::grant_copy`].
     unsafe fn copy_segment(&self, mapper: &SimGrantMapper, s: &GrantCopySegment) -> i16 {
-        let len = usize::from(s.len);
-        let side = |foreign: u64, access: Access| -> Result<(DetachedMap, usize), i16> {
+        // Maps the grant side of a segment (one page, for this copy only).
+        let grant_side = |foreign: u64, access: Access| -> Result<(DetachedMap, usize), i16> {
             let dom = domain_arg(u32::from(foreign_domid(foreign)), self.domid)
                 .ok_or(GNTST_BAD_DOMAIN)?;
-            let gref = GrantRef(foreign_ref(foreign));
-            match mapper.map_detached(dom, &[gref], access) {
+            let gref = [GrantRef(foreign_ref(foreign))];
+            match mapper.map_detached(dom, &gref, access) {
                 Ok(m) => Ok((m, usize::from(foreign_offset(foreign)))),
-                // Mappable read-only but not writable: not enough privilege.
+                // Mappable, but only read-only: not enough privilege to write it.
                 Err(_)
                     if access == Access::ReadWrite
                         && mapper
-                            .map_detached(dom, &[gref], Access::ReadOnly)
-                            .is_ok_and(|m| {
-                                // SAFETY: a one-page mapping made just now, never handed out.
-                                let _ = unsafe { unmap_range(m.as_ptr() as usize, m.len()) };
-                                true
-                            }) =>
+                            .map_detached(dom, &gref, Access::ReadOnly)
+                            .map(release)
+                            .is_ok() =>
                 {
                     Err(GNTST_PERMISSION_DENIED)
                 }
@@ -371,22 +368,21 @@ impl XengntdevHandle {
             }
         };
         let src = if s.flags & GNTCOPY_SOURCE_GREF != 0 {
-            match side(s.source, Access::ReadOnly) {
-                Ok(v) => Some(v),
-                Err(st) => return st,
+            match grant_side(s.source, Access::ReadOnly) {
+                Ok(side) => Some(side),
+                Err(status) => return status,
             }
         } else {
             None
         };
         let dst = if s.flags & GNTCOPY_DEST_GREF != 0 {
-            match side(s.dest, Access::ReadWrite) {
-                Ok(v) => Some(v),
-                Err(st) => {
-                    if let Some((m, _)) = &src {
-                        // SAFETY: a one-page mapping made just now, never handed out.
-                        let _ = unsafe { unmap_range(m.as_ptr() as usize, m.len()) };
+            match grant_side(s.dest, Access::ReadWrite) {
+                Ok(side) => Some(side),
+                Err(status) => {
+                    if let Some((m, _)) = src {
+                        release(m);
                     }
-                    return st;
+                    return status;
                 }
             }
         } else {
@@ -403,10 +399,9 @@ impl XengntdevHandle {
         // SAFETY: a grant side is `len` bytes inside a one-page mapping just made (checked:
         // offset + len <= page); a local side is valid for `len` bytes by the caller's
         // contract. `ptr::copy` tolerates overlap (both sides could be the same memory).
-        unsafe { ptr::copy(from, to, len) };
-        for (m, _) in src.iter().chain(dst.iter()) {
-            // SAFETY: one-page mappings made above for this copy only.
-            let _ = unsafe { unmap_range(m.as_ptr() as usize, m.len()) };
+        unsafe { ptr::copy(from, to, usize::from(s.len)) };
+        for (m, _) in src.into_iter().chain(dst) {
+            release(m);
         }
         GNTST_OKAY
     }
@@ -430,6 +425,13 @@ impl XengntdevHandle {
             }
         }
     }
+}
+
+/// Unmaps and ends a mapping made for the library's own use (never handed to the program).
+fn release(m: DetachedMap) {
+    // SAFETY: `m` is a mapping this library made for itself and no longer uses.
+    let _ = unsafe { unmap_range(m.as_ptr() as usize, m.len()) };
+    drop(m);
 }
 
 /// Maps several runs (pages from several domains, or several calls' worth) at consecutive

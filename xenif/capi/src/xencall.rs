@@ -38,21 +38,28 @@ pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
 /// `XEN_DOMINF_running`.
 pub const XEN_DOMINF_RUNNING: u32 = 1 << 5;
 
-/// `struct xen_domctl` (`xen/domctl.h`, x86-64): the header fields and where the union
-/// starts.
-mod domctl {
+/// Offsets in `struct xen_domctl` (`xen/domctl.h`, x86-64; checked against Debian's header
+/// by `tests/layout.rs`).
+pub mod domctl {
+    /// `cmd`.
     pub const CMD: usize = 0;
+    /// `interface_version`.
     pub const INTERFACE_VERSION: usize = 4;
+    /// `domain`.
     pub const DOMAIN: usize = 8;
+    /// `u`, the union of the commands' arguments.
     pub const UNION: usize = 16;
     /// `sizeof(struct xen_domctl)`.
     pub const SIZE: usize = 144;
 }
 
-/// `struct xen_domctl_getdomaininfo` (`xen/domctl.h`, x86-64), inside the union.
-mod getdomaininfo {
+/// Offsets in `struct xen_domctl_getdomaininfo` (`xen/domctl.h`, x86-64), inside the union.
+pub mod getdomaininfo {
+    /// `domain`.
     pub const DOMAIN: usize = 0;
+    /// `flags`.
     pub const FLAGS: usize = 4;
+    /// `nr_online_vcpus`.
     pub const NR_ONLINE_VCPUS: usize = 64;
     /// `sizeof(struct xen_domctl_getdomaininfo)`.
     pub const SIZE: usize = 112;
