@@ -404,6 +404,8 @@ fn kill_the_c_side(pairing: Pairing) {
             (c, client)
         }
     };
+    // A missed close fails the test (timeout) instead of hanging it.
+    chan.set_timeout(Some(support::DEADLINE));
     // Connected and working: 100 bytes from C.
     let mut buf = vec![0u8; 100];
     chan.recv(&mut buf).unwrap();

@@ -433,6 +433,9 @@ pub struct Transfer {
 /// checks `rx`, byte by byte.
 pub fn rust_transfer(chan: Vchan, mode: Mode, tx: Flow, rx: Flow) -> Transfer {
     let (mut r, mut w) = chan.split();
+    // A lost wake-up or a stuck peer fails the test instead of hanging it.
+    r.set_timeout(Some(DEADLINE));
+    w.set_timeout(Some(DEADLINE));
     let writer = std::thread::spawn(move || {
         let mut buf = vec![0u8; tx.chunk];
         let (mut at, mut h) = (0u64, FNV_OFFSET);

@@ -3,10 +3,12 @@
 //!
 //! Ownership of the memory follows Linux: the program owns its mappings. It unmaps them with
 //! [`xengnttab_unmap`] / [`xengntshr_unshare`] — or with plain `munmap(2)`, as
-//! `libxenvchan_close` does for its rings. Closing a handle ends what the handle still holds
-//! on the host (grants, mappings, running their unmap notifications) but, as closing the
-//! device does, leaves the process's mappings in place until the program unmaps them. When
-//! the process dies the host ends everything and runs the notifications.
+//! `libxenvchan_close` does for its rings. The host side of pages the program unmapped
+//! itself ends when the handle is closed, or earlier when the kernel hands their addresses
+//! out again for a new mapping of the handle. Closing a handle ends what the handle still
+//! holds on the host (grants, mappings, running their unmap notifications) but, as closing
+//! the device does, leaves the process's mappings in place until the program unmaps them.
+//! When the process dies the host ends everything and runs the notifications.
 //!
 //! `errno`s are the drivers': `EINVAL` for zero pages, an unknown address, a count that does
 //! not match the mapping, or a grant the domain may not map (the hypervisor's refusal,
@@ -226,7 +228,9 @@ impl XengntdevHandle {
                 return Err(fail_with(LIB, func, &e, errno_of(&e)));
             }
         }
-        lock(maps).push(MapRecord {
+        let mut maps = lock(maps);
+        forget_unmapped(&mut maps, addr, len, |m| (m.addr, m.pages));
+        maps.push(MapRecord {
             addr,
             pages: grants.len(),
             parts,
@@ -290,7 +294,9 @@ impl XengntdevHandle {
             }
         }
         let refs = share.refs().to_vec();
-        lock(shares).push(ShareRecord {
+        let mut shares = lock(shares);
+        forget_unmapped(&mut shares, addr, len, |s| (s.addr, s.pages));
+        shares.push(ShareRecord {
             addr,
             pages: count,
             share,
@@ -425,6 +431,21 @@ impl XengntdevHandle {
             }
         }
     }
+}
+
+/// Ends, on the host, the records whose pages overlap a range the kernel just gave us: the
+/// program must have `munmap`ed them itself (as `libxenvchan_close` does with its rings), so
+/// they are gone from this process already.
+fn forget_unmapped<T>(
+    records: &mut Vec<T>,
+    addr: usize,
+    len: usize,
+    range: impl Fn(&T) -> (usize, usize),
+) {
+    records.retain(|r| {
+        let (a, pages) = range(r);
+        a + pages * PAGE_SIZE <= addr || addr + len <= a
+    });
 }
 
 /// Unmaps and ends a mapping made for the library's own use (never handed to the program).

@@ -378,3 +378,40 @@ fn grant_copy_between_grants_and_local_memory() {
     assert_eq!(tab1.close_tab(), 0);
     assert_eq!(shr0.close_shr(), 0);
 }
+
+/// A program may `munmap` grant mappings itself (`libxenvchan_close` does, for its rings);
+/// when the kernel gives the same addresses to a new mapping of the handle, the old host-side
+/// mapping is ended then, not left until the handle closes.
+#[test]
+fn pages_the_program_unmapped_itself_end_on_the_host_when_their_addresses_return() {
+    let (dir, broker) = host(&[0, 1]);
+    let (shr0, tab1) = (Gnt::shr(dir.path(), 0), Gnt::tab(dir.path(), 1));
+    let mut refs = [0u32; 2];
+    let page = shr0.share(1, &mut refs, true);
+    let mut reused = 0;
+    let mut last = tab1.map_domain(0, &refs, libc::PROT_READ);
+    for _ in 0..20 {
+        assert_eq!(munmap(last, 2 * PAGE_SIZE), 0);
+        let next = tab1.map_domain(0, &refs, libc::PROT_READ);
+        assert!(!next.is_null());
+        if next == last {
+            reused += 1;
+            assert_eq!(
+                broker.stats().mappings,
+                1,
+                "the unmapped mapping still held"
+            );
+        }
+        last = next;
+    }
+    // Linux hands a just-freed range of the same size out again (top-down allocation).
+    assert!(
+        reused > 0,
+        "the kernel never reused an address: nothing was checked"
+    );
+    assert_eq!(tab1.unmap(last, 2), 0);
+    assert_eq!(broker.stats().mappings, 0);
+    assert_eq!(shr0.unshare(page, 2), 0);
+    assert_eq!(tab1.close_tab(), 0);
+    assert_eq!(shr0.close_shr(), 0);
+}
