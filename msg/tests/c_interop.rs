@@ -58,6 +58,17 @@ enum Pairing {
     CServer,
 }
 
+/// How the C side calls libxenvchan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CRole {
+    /// Xen's `node`: blocking calls, everything sent, then everything received (the Rust
+    /// side reads and writes at once, so this cannot deadlock).
+    Node,
+    /// Xen's `node-select`: non-blocking calls and `select(2)` on the event-channel fd, both
+    /// directions at once.
+    NodeSelect,
+}
+
 /// One run: a channel between the Rust and the C side with the given ring sizes, moving
 /// `to_c` bytes from Rust to C and `to_rust` from C to Rust at the same time, with calls of
 /// `chunk` bytes (packets of that size in packet mode). Returns the wall time.
@@ -66,6 +77,7 @@ fn run(
     host: &Host,
     pairing: Pairing,
     mode: Mode,
+    c_role: CRole,
     port: u32,
     (read_min, write_min): (usize, usize),
     to_c: u64,
@@ -95,6 +107,9 @@ fn run(
             "-C".into(),
             chunk_to_c.to_string(),
         ];
+        if c_role == CRole::Node {
+            a.push("-b".into());
+        }
         if role == "server" {
             a.extend(["-r".into(), read_min.to_string()]);
             a.extend(["-w".into(), write_min.to_string()]);
@@ -138,7 +153,7 @@ fn run(
         }
     };
     let sums = (sums.sent, sums.received);
-    let what = format!("{pairing:?} {mode:?} {read_min}/{write_min}");
+    let what = format!("{pairing:?} {mode:?} {c_role:?} {read_min}/{write_min}");
     if to_rust > 0 {
         assert_eq!(
             report(&c.expect("sent")),
@@ -188,10 +203,17 @@ fn matrix(pairing: Pairing, mode: Mode) {
                 Pairing::CServer => (chunk(to_server_ring), chunk(to_client_ring)),
             };
             let v = volume(left, right);
+            // Both C roles, alternating, so that each meets every kind of geometry.
+            let c_role = if port % 2 == 0 {
+                CRole::Node
+            } else {
+                CRole::NodeSelect
+            };
             run(
                 &host,
                 pairing,
                 mode,
+                c_role,
                 port,
                 (read_min, write_min),
                 v,
@@ -201,7 +223,8 @@ fn matrix(pairing: Pairing, mode: Mode) {
         }
     }
     eprintln!(
-        "{pairing:?} {mode:?}: {} ring-size pairs, both directions at once, in {:.2?}",
+        "{pairing:?} {mode:?}: {} ring-size pairs, both directions at once (C as node and \
+         node-select, alternating), in {:.2?}",
         SIZES.len() * SIZES.len(),
         start.elapsed()
     );
@@ -238,6 +261,7 @@ fn big(pairing: Pairing) {
         &host,
         pairing,
         Mode::Stream,
+        CRole::NodeSelect,
         7,
         (1 << 20, 1 << 20),
         len,
