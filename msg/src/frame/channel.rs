@@ -91,10 +91,6 @@ impl FrameReader {
         if ep.is_shut_down() {
             return Err(Error::Closed);
         }
-        if request {
-            rx.available_or_request(HEADER_LEN, &ep.peer_flag())
-                .map_err(|e| ep.corrupt(e))?;
-        }
         if let Some(found) = Self::locate(ep, rx, fault)? {
             return Ok(Some(found));
         }
@@ -102,6 +98,16 @@ impl FrameReader {
         // publish it, or a writer waiting for that space and we would wait for each other.
         if rx.unreleased() > 0 && rx.publish_and_check(&ep.own_flag()) {
             ep.waiter.notify_peer()?;
+        }
+        if request {
+            // Ask for a signal, then look again (the notify protocol). This comes after the
+            // first look because that look may have stepped over a skip marker: only now is
+            // "nothing readable" known for the position we will wait at.
+            rx.available_or_request(HEADER_LEN, &ep.peer_flag())
+                .map_err(|e| ep.corrupt(e))?;
+            if let Some(found) = Self::locate(ep, rx, fault)? {
+                return Ok(Some(found));
+            }
         }
         match ep.peer_failure() {
             None => Ok(None),

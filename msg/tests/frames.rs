@@ -1,0 +1,597 @@
+//! Frames over a real channel between two simulated domains (threads of this process, each
+//! acting as its own domain through an explicit backend; the host, its broker and the shared
+//! memory are the real simulated-host machinery).
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vchan_msg::frame::{FIRST_RESERVED_TAG, FrameError, FrameReader, Malformation, TAG_SKIP};
+use vchan_msg::{Client, Error, Mode, Server, Vchan, default_path};
+use vchan_xenif::sim::broker::BrokerConfig;
+use vchan_xenif::sim::host::SimHost;
+use vchan_xenif::{Backend, DomId};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+struct Host {
+    host: SimHost,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::Builder::new()
+            .prefix("vf")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let host = SimHost::builder(dir.path())
+            .domains([DomId(1)])
+            .broker(BrokerConfig::default())
+            .start()
+            .unwrap();
+        Host { host, _dir: dir }
+    }
+
+    fn backend(&self, domid: u16) -> Backend {
+        Backend::Sim {
+            dir: self.host.dir().to_owned(),
+            domid: DomId(domid),
+        }
+    }
+
+    /// A connected (server in dom0, client in domain 1) pair on `port`. The server reads
+    /// `read_min` and writes `write_min` bytes rings.
+    fn pair(&self, port: u32, read_min: usize, write_min: usize) -> (Vchan, Vchan) {
+        let server = Server::new(DomId(1), default_path(DomId(0), DomId(1), port))
+            .backend(self.backend(0))
+            .read_min(read_min)
+            .write_min(write_min)
+            .listen()
+            .unwrap();
+        let client = Client::new(DomId(0), default_path(DomId(0), DomId(1), port))
+            .backend(self.backend(1))
+            .connect()
+            .unwrap();
+        (server, client)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Msg {
+    seq: u64,
+    kind: u32,
+    flags: u32,
+    body: [u8; 48],
+}
+
+fn msg(seq: u64) -> Msg {
+    let mut body = [0u8; 48];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    Msg {
+        seq,
+        kind: (seq % 7) as u32,
+        flags: 0xA5A5_0000 | seq as u32 & 0xFFFF,
+        body,
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn typed_and_variable_frames_stream_across_ring_sizes() {
+    let host = Host::new();
+    for (k, &ring) in [0usize, 4096, 65536, 1 << 20].iter().enumerate() {
+        let (server, client) = host.pair(10 + k as u32, ring, ring);
+        let (_sr, mut w) = server.into_frames().unwrap();
+        let (mut r, _cw) = client.into_frames().unwrap();
+        let max = w.max_payload();
+        assert_eq!(max, r.max_payload());
+        let count = 20_000u64;
+        let writer = thread::spawn(move || {
+            for seq in 0..count {
+                match seq % 3 {
+                    0 => w.send(1, &msg(seq)).unwrap(),
+                    1 => {
+                        // Lengths sweep the whole range so that frames end everywhere and
+                        // skip markers occur at every offset.
+                        let len = (seq as usize * 7919) % (max + 1);
+                        let body = pattern(seq, len);
+                        let n = w
+                            .send_with(2, len, |buf| {
+                                buf.write_at(0, &body)?;
+                                Ok::<_, FrameError>(len)
+                            })
+                            .unwrap();
+                        assert_eq!(n, len);
+                    }
+                    _ => w.send(3, &seq.to_le_bytes()).unwrap(),
+                }
+            }
+            w
+        });
+        for seq in 0..count {
+            match seq % 3 {
+                0 => {
+                    let (tag, m): (u32, Msg) = r.recv_copy().unwrap();
+                    assert_eq!((tag, m), (1, msg(seq)));
+                }
+                1 => {
+                    let f = r.recv().unwrap();
+                    let len = (seq as usize * 7919) % (max + 1);
+                    assert_eq!((f.tag(), f.len()), (2, len));
+                    assert!(f.to_vec() == pattern(seq, len), "frame {seq} differs");
+                }
+                _ => {
+                    let f = r.recv().unwrap();
+                    assert_eq!((f.tag(), f.read::<u64>(0).unwrap()), (3, seq));
+                }
+            }
+        }
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn frames_fill_the_ring_and_wrap_with_skip_markers() {
+    let host = Host::new();
+    let (server, client) = host.pair(20, 0, 0); // the server writes a 2 KiB ring
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    assert_eq!(w.capacity(), 2048);
+    w.set_mode(Mode::NonBlocking);
+    r.set_mode(Mode::NonBlocking);
+    let mut expected = std::collections::VecDeque::new();
+    let mut seq = 0u64;
+    for round in 0..200 {
+        // Fill until the ring refuses, with sizes that do not divide the ring.
+        loop {
+            let len = [100, 333, 1016 - 8, 7, 0, 600][(seq % 6) as usize];
+            let body = pattern(seq, len);
+            match w.send(9, body.as_slice()) {
+                Ok(()) => expected.push_back(body),
+                Err(e) if e.is_would_block() => break,
+                Err(e) => panic!("{e}"),
+            }
+            seq += 1;
+        }
+        assert!(!expected.is_empty());
+        // Drain some (all on even rounds).
+        let keep = if round % 2 == 0 {
+            0
+        } else {
+            expected.len() / 2
+        };
+        while expected.len() > keep {
+            let f = r.recv().unwrap();
+            assert_eq!(f.to_vec(), expected.pop_front().unwrap());
+        }
+    }
+    while let Some(body) = expected.pop_front() {
+        assert_eq!(r.recv().unwrap().to_vec(), body);
+    }
+    assert!(r.try_recv().unwrap().is_none());
+    assert!(matches!(
+        r.recv(),
+        Err(FrameError::Channel(Error::WouldBlock))
+    ));
+    // The largest frame fills the whole ring exactly.
+    let big = pattern(1, w.max_payload());
+    w.send(4, big.as_slice()).unwrap();
+    assert!(w.send(4, &[0u8; 0][..]).unwrap_err().is_would_block());
+    assert_eq!(r.recv().unwrap().to_vec(), big);
+}
+
+#[test]
+fn a_borrowed_frame_reads_every_way_and_gives_space_back_when_dropped() {
+    let host = Host::new();
+    let (server, client) = host.pair(30, 0, 0);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    let m = msg(77);
+    w.send(5, &m).unwrap();
+    let frame = r.recv().unwrap();
+    assert_eq!(frame.tag(), 5);
+    assert_eq!(frame.len(), 64);
+    assert_eq!(frame.header().len, 64);
+    assert!(!frame.is_empty());
+    // Typed single-fetch reads at offsets, bounds-checked.
+    assert_eq!(frame.read::<u64>(0).unwrap(), 77);
+    assert_eq!(frame.read::<u32>(12).unwrap(), m.flags);
+    assert_eq!(frame.read::<[u8; 48]>(16).unwrap(), m.body);
+    let e = frame.read::<u64>(60).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FrameError::OutOfBounds {
+                offset: 60,
+                size: 8,
+                len: 64
+            }
+        ),
+        "{e}"
+    );
+    // Copies.
+    let mut part = [0u8; 4];
+    frame.read_into(8, &mut part).unwrap();
+    assert_eq!(u32::from_ne_bytes(part), m.kind);
+    assert_eq!(frame.to_vec(), m.as_bytes());
+    // The volatile view.
+    let view = frame.bytes();
+    assert_eq!(view.len(), 64);
+    assert_eq!(view.get(16), Some(m.body[0]));
+    assert_eq!(view.get(64), None);
+    assert_eq!(view.subslice(16, 48).unwrap().to_vec(), m.body);
+    assert!(view.subslice(16, 49).is_err());
+    let mut small = [0u8; 10];
+    assert_eq!(view.copy_to(&mut small), 10);
+    // Writing out: to an io::Write, and to a pipe straight from the ring.
+    let mut out = Vec::new();
+    frame.write_to(&mut out).unwrap();
+    assert_eq!(out, m.as_bytes());
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    frame.write_all_to_fd(wr.as_fd()).unwrap();
+    drop(wr);
+    let mut piped = Vec::new();
+    std::fs::File::from(rd).read_to_end(&mut piped).unwrap();
+    assert_eq!(piped, m.as_bytes());
+    // The trusted-peer opt-in: a slice and a zerocopy Ref (payloads are 8-byte aligned).
+    // SAFETY: the writer is this test's own endpoint on the same thread: nothing writes the
+    // frame while the views live.
+    let slice = unsafe { frame.as_slice_trusted() };
+    // SAFETY: as above.
+    let typed = unsafe { frame.as_ref_trusted::<Msg>() };
+    assert_eq!(slice, m.as_bytes());
+    assert_eq!(*typed.unwrap(), m);
+    // SAFETY: as above.
+    let wrong = unsafe { frame.as_ref_trusted::<[u8; 63]>() };
+    assert!(matches!(wrong, Err(FrameError::Cast { len: 64, .. })));
+    // Unread: it comes again; dropped: its space goes back.
+    frame.unread();
+    let again = r.recv().unwrap();
+    assert_eq!(again.read::<u64>(0).unwrap(), 77);
+    w.set_mode(Mode::NonBlocking);
+    let filler = vec![0u8; 2048 - 72 - 8];
+    w.send(6, filler.as_slice()).unwrap(); // the ring is now full
+    assert!(w.send(6, &0u8).unwrap_err().is_would_block());
+    drop(again);
+    w.send(6, &0u64).unwrap(); // 16 bytes fit in the 72 given back
+    assert_eq!(r.recv().unwrap().len(), filler.len());
+    again_finish(&mut r);
+}
+
+fn again_finish(r: &mut FrameReader) {
+    let f = r.recv().unwrap();
+    assert_eq!(f.read::<u64>(0).unwrap(), 0);
+    f.finish().unwrap();
+}
+
+#[test]
+fn typed_receive_of_the_wrong_size_leaves_the_frame() {
+    let host = Host::new();
+    let (server, client) = host.pair(40, 0, 0);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    w.send(8, &[1u16, 2, 3]).unwrap();
+    let e = r.recv_copy::<u64>().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FrameError::LengthMismatch {
+                tag: 8,
+                len: 6,
+                expected: 8
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("left unread"), "{e}");
+    assert!(!e.is_fatal());
+    let (tag, v) = r.recv_copy::<[u16; 3]>().unwrap();
+    assert_eq!((tag, v), (8, [1, 2, 3]));
+}
+
+#[test]
+fn a_batch_is_published_at_once_and_may_exceed_the_ring() {
+    let host = Host::new();
+    let (server, client) = host.pair(50, 0, 0);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    r.set_mode(Mode::NonBlocking);
+    let mut batch = w.batch().unwrap();
+    for i in 0..20u64 {
+        batch.send(1, &i).unwrap();
+    }
+    assert_eq!(batch.len(), 20);
+    assert!(
+        r.try_recv().unwrap().is_none(),
+        "staged frames are invisible"
+    );
+    assert_eq!(batch.finish().unwrap(), 20);
+    let mut got = Vec::new();
+    let n = r
+        .recv_batch(usize::MAX, |f| got.push(f.read::<u64>(0).unwrap()))
+        .unwrap();
+    assert_eq!(n, 20);
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    // recv_batch stops at `max`; the rest stays.
+    let mut batch = w.batch().unwrap();
+    for i in 0..5u64 {
+        batch.send(1, &i).unwrap();
+    }
+    drop(batch); // dropping publishes too
+    assert_eq!(r.recv_batch(3, |_| {}).unwrap(), 3);
+    assert_eq!(r.recv_batch(3, |_| {}).unwrap(), 2);
+    assert!(r.recv_batch(3, |_| {}).unwrap_err().is_would_block());
+
+    // A batch of 1 MiB through a 2 KiB ring: staged frames are published whenever the ring
+    // is full, so the blocked writer and the reader make progress.
+    r.set_mode(Mode::Blocking);
+    let reader = thread::spawn(move || {
+        let mut next = 0u64;
+        while next < 16_384 {
+            r.recv_batch(64, |f| {
+                assert_eq!(f.read::<u64>(0).unwrap(), next);
+                assert_eq!(f.len(), 64);
+                next += 1;
+            })
+            .unwrap();
+        }
+        r
+    });
+    let mut batch = w.batch().unwrap();
+    for i in 0..16_384u64 {
+        let mut m = [0u64; 8];
+        m[0] = i;
+        batch.send(2, &m).unwrap();
+    }
+    batch.finish().unwrap();
+    reader.join().unwrap();
+}
+
+#[test]
+fn impossible_sends_are_refused_with_what_to_do() {
+    let host = Host::new();
+    let (server, client) = host.pair(60, 0, 0);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    let e = w.send(1, vec![0u8; 2041].as_slice()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FrameError::TooLarge {
+                len: 2041,
+                max: 2040
+            }
+        ),
+        "{e}"
+    );
+    let s = e.to_string();
+    assert!(s.contains("Split") && s.contains("larger ring"), "{s}");
+    for tag in [TAG_SKIP, FIRST_RESERVED_TAG] {
+        let e = w.send(tag, &0u8).unwrap_err();
+        assert!(matches!(e, FrameError::ReservedTag { .. }), "{e}");
+    }
+    // A fill closure's own error sends nothing; reporting more than reserved is refused.
+    let e = w
+        .send_with(1, 8, |_buf| Err::<usize, _>("disk on fire"))
+        .unwrap_err();
+    assert!(matches!(&e, FrameError::Fill(inner) if inner.to_string() == "disk on fire"));
+    let e = w.send_with(1, 8, |_| Ok::<_, FrameError>(9)).unwrap_err();
+    assert!(
+        matches!(e, FrameError::FillOverrun { written: 9, max: 8 }),
+        "{e}"
+    );
+    // A FrameError from inside the closure comes out as itself.
+    let e = w
+        .send_with(1, 8, |buf| buf.write_at(4, &[0; 8]).map(|_| 8))
+        .unwrap_err();
+    assert!(
+        matches!(e, FrameError::OutOfBounds { offset: 4, .. }),
+        "{e}"
+    );
+    // Nothing of the above reached the reader.
+    assert!(r.try_recv().unwrap().is_none());
+}
+#[test]
+fn blocking_receives_wake_up_time_out_and_end_with_the_peer() {
+    let host = Host::new();
+    let (server, client) = host.pair(70, 0, 0);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    r.set_timeout(Some(Duration::from_millis(50)));
+    let t = Instant::now();
+    let e = r.recv().unwrap_err();
+    assert!(matches!(e, FrameError::Channel(Error::Timeout(_))), "{e}");
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    r.set_timeout(None);
+    let sender = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        w.send(1, &42u64).unwrap();
+        thread::sleep(Duration::from_millis(30));
+        w.send(2, &43u64).unwrap();
+        w.send(3, &44u64).unwrap();
+        // Closing: the frames sent before are still delivered.
+        drop(w);
+        drop(_sr);
+    });
+    assert_eq!(r.recv_copy::<u64>().unwrap(), (1, 42));
+    assert_eq!(r.recv_copy::<u64>().unwrap(), (2, 43));
+    sender.join().unwrap();
+    assert_eq!(r.recv_copy::<u64>().unwrap(), (3, 44));
+    let e = r.recv().unwrap_err();
+    assert!(
+        matches!(e, FrameError::Channel(Error::PeerClosed { .. })),
+        "{e}"
+    );
+    assert!(e.is_fatal());
+}
+
+/// A peer that writes raw bytes: each malformation is a distinct, sticky error that shuts
+/// the channel down, never a panic or a hang.
+#[test]
+fn a_hostile_peers_malformed_frames_are_errors() {
+    let host = Host::new();
+    let header = |tag: u32, len: u32| {
+        let mut h = tag.to_le_bytes().to_vec();
+        h.extend_from_slice(&len.to_le_bytes());
+        h
+    };
+    // The client writes the server's 1 KiB read ring.
+    type Case = (&'static str, Vec<u8>, fn(&Malformation) -> bool);
+    let cases: Vec<Case> = vec![
+        (
+            "reserved tag",
+            header(FIRST_RESERVED_TAG + 3, 0),
+            |m| matches!(m, Malformation::ReservedTag { tag } if *tag == FIRST_RESERVED_TAG + 3),
+        ),
+        ("length beyond the ring", header(1, 1017), |m| {
+            matches!(
+                m,
+                Malformation::LengthBeyondRing {
+                    len: 1017,
+                    max: 1016
+                }
+            )
+        }),
+        ("half a header", vec![1, 0, 0, 0], |m| {
+            matches!(m, Malformation::ShortHeader { available: 4 })
+        }),
+        ("frame longer than published", header(1, 100), |m| {
+            matches!(
+                m,
+                Malformation::BeyondPublished {
+                    footprint: 112,
+                    available: 8
+                }
+            )
+        }),
+        ("skip marker at offset 0", header(TAG_SKIP, 1016), |m| {
+            matches!(m, Malformation::SkipAtRingStart)
+        }),
+        (
+            "bad skip marker",
+            [header(1, 0), header(TAG_SKIP, 5)].concat(),
+            |m| {
+                matches!(
+                    m,
+                    Malformation::BadSkip {
+                        len: 5,
+                        expected: 1008
+                    }
+                )
+            },
+        ),
+        (
+            "frame across the ring's end",
+            [header(1, 0), header(1, 1010), vec![0; 1008]].concat(),
+            |m| {
+                matches!(
+                    m,
+                    Malformation::CrossesRingEnd {
+                        len: 1010,
+                        room: 1016
+                    }
+                )
+            },
+        ),
+    ];
+    for (k, (what, bytes, check)) in cases.into_iter().enumerate() {
+        let (server, mut client) = host.pair(100 + k as u32, 0, 0);
+        client.write_all(&bytes).unwrap();
+        let (mut r, mut sw) = server.into_frames().unwrap();
+        r.set_timeout(Some(Duration::from_secs(5)));
+        // A leading valid empty frame in some cases.
+        let first = loop {
+            match r.recv() {
+                Ok(f) => {
+                    assert_eq!(f.len(), 0, "{what}");
+                }
+                Err(e) => break e,
+            }
+        };
+        match &first {
+            FrameError::Malformed { problem, .. } => assert!(check(problem), "{what}: {first}"),
+            other => panic!("{what}: {other}"),
+        }
+        assert!(first.is_fatal());
+        // Sticky, and the channel is shut down on this side.
+        assert!(
+            matches!(r.recv(), Err(FrameError::Malformed { .. })),
+            "{what}"
+        );
+        assert!(
+            matches!(r.try_recv(), Err(FrameError::Malformed { .. })),
+            "{what}"
+        );
+        let e = sw.send(1, &0u8).unwrap_err();
+        assert!(
+            matches!(e, FrameError::Channel(Error::Closed)),
+            "{what}: {e}"
+        );
+        assert!(!sw.is_open());
+    }
+}
+
+#[test]
+fn frames_need_a_channel_that_carried_no_stream_bytes() {
+    let host = Host::new();
+    let (mut server, client) = host.pair(200, 0, 0);
+    server.write_all(b"abc").unwrap();
+    let e = server.into_frames().unwrap_err();
+    assert!(matches!(e, FrameError::Unsuitable { .. }), "{e}");
+    assert!(e.to_string().contains("ring offset 3"), "{e}");
+    drop(client);
+}
+
+#[test]
+fn frames_from_and_to_file_descriptors() {
+    let host = Host::new();
+    let (server, client) = host.pair(210, 65536, 65536);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    let (mut r, _cw) = client.into_frames().unwrap();
+    let data = pattern(9, 3 << 20);
+    let mut src = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut src, &data).unwrap();
+    std::io::Seek::rewind(&mut src).unwrap();
+    let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    let writer = thread::spawn(move || {
+        // File -> frames: read(2) straight into the ring, 60000 bytes per frame; an empty
+        // frame at end of file.
+        loop {
+            let n = w.send_from_fd(1, src.as_fd(), 60_000).unwrap();
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let drain = thread::spawn(move || {
+        let mut out = Vec::new();
+        std::fs::File::from(rd).read_to_end(&mut out).unwrap();
+        out
+    });
+    // Frames -> pipe: write(2) straight from the ring.
+    loop {
+        let f = r.recv().unwrap();
+        if f.is_empty() {
+            break;
+        }
+        f.write_all_to_fd(wr.as_fd()).unwrap();
+    }
+    drop(wr);
+    writer.join().unwrap();
+    assert!(drain.join().unwrap() == data, "file contents differ");
+}
