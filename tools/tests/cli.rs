@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 use support::*;
+use vchan_xenif::DomId;
 
 #[test]
 fn node_moves_a_file_each_way() {
