@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use vchan_msg::frame::{FIRST_RESERVED_TAG, FrameError, FrameReader, Malformation, TAG_SKIP};
-use vchan_msg::{Client, Error, Mode, Server, Vchan, default_path};
+use vchan_msg::{Client, Error, Mode, Server, SpinPolicy, Vchan, default_path};
 use vchan_xenif::sim::broker::BrokerConfig;
 use vchan_xenif::sim::host::SimHost;
 use vchan_xenif::{Backend, DomId};
@@ -43,14 +43,27 @@ impl Host {
     /// A connected (server in dom0, client in domain 1) pair on `port`. The server reads
     /// `read_min` and writes `write_min` bytes rings.
     fn pair(&self, port: u32, read_min: usize, write_min: usize) -> (Vchan, Vchan) {
+        self.pair_spinning(port, read_min, write_min, SpinPolicy::default())
+    }
+
+    /// [`Host::pair`] with both ends spinning as `spin` says before they sleep.
+    fn pair_spinning(
+        &self,
+        port: u32,
+        read_min: usize,
+        write_min: usize,
+        spin: SpinPolicy,
+    ) -> (Vchan, Vchan) {
         let server = Server::new(DomId(1), default_path(DomId(0), DomId(1), port))
             .backend(self.backend(0))
             .read_min(read_min)
             .write_min(write_min)
+            .spin(spin)
             .listen()
             .unwrap();
         let client = Client::new(DomId(0), default_path(DomId(0), DomId(1), port))
             .backend(self.backend(1))
+            .spin(spin)
             .connect()
             .unwrap();
         (server, client)
@@ -594,4 +607,109 @@ fn frames_from_and_to_file_descriptors() {
     drop(wr);
     writer.join().unwrap();
     assert!(drain.join().unwrap() == data, "file contents differ");
+}
+
+/// Payload length of frame `seq` in [`frames_over_half_the_ring_with_both_sides_blocking`]:
+/// two of three are larger than half the ring, so that after most skip markers the writer
+/// needs the marker's space back before its frame fits.
+fn over_half_len(seq: u64, max: usize) -> usize {
+    let half = max / 2 + 8;
+    match seq % 3 {
+        0 => (seq as usize * 37) % 200,
+        _ => half + (seq as usize * 7919) % (max - half + 1),
+    }
+}
+
+/// Both sides block, sleeping at once (no spin) or after the default spin, with frames of
+/// more than half the ring, so that lone skip markers are published at every moment of the
+/// reader's protocol. A lost wake-up fails the test through the timeouts instead of hanging.
+#[test]
+fn frames_over_half_the_ring_with_both_sides_blocking() {
+    let host = Host::new();
+    let limit = Some(Duration::from_secs(20));
+    for (k, spin) in [SpinPolicy::OFF, SpinPolicy::default()]
+        .into_iter()
+        .enumerate()
+    {
+        // The server writes a 2 KiB ring, the client a 4 KiB one (for the acknowledgements).
+        let (server, client) = host.pair_spinning(300 + k as u32, 4096, 0, spin);
+        let (mut acks, mut w) = server.into_frames().unwrap();
+        let (mut r, mut ack_w) = client.into_frames().unwrap();
+        for t in [&mut r as &mut dyn SetLimit, &mut w, &mut acks, &mut ack_w] {
+            t.limit(limit);
+        }
+        let max = w.max_payload();
+        assert_eq!(max, 2040);
+        let count = 30_000u64;
+        let started = Instant::now();
+        let writer = thread::spawn(move || {
+            for seq in 0..count {
+                let len = over_half_len(seq, max);
+                let r = if seq % 5 == 4 {
+                    // Through a batch (its own wait-for-space path, then one publish).
+                    let mut batch = w.batch().unwrap();
+                    let r = batch.send_with(7, len, |buf| fill_frame(buf, seq, len));
+                    batch.finish().and(r)
+                } else {
+                    w.send_with(7, len, |buf| fill_frame(buf, seq, len))
+                };
+                if let Err(e) = r {
+                    panic!("sending frame {seq} ({len} bytes): {e}");
+                }
+                if seq % 1000 == 999 {
+                    // Some back-pressure the other way: the reader acknowledges.
+                    let (_, got): (u32, u64) = acks.recv_copy().unwrap();
+                    assert_eq!(got, seq);
+                }
+            }
+            (w, acks)
+        });
+        for seq in 0..count {
+            let f = match r.recv() {
+                Ok(f) => f,
+                Err(e) => panic!("spin {spin:?}: receiving frame {seq}: {e}"),
+            };
+            let len = over_half_len(seq, max);
+            assert_eq!((f.tag(), f.len()), (7, len), "frame {seq}");
+            if len >= 16 {
+                assert_eq!(f.read::<u64>(0).unwrap(), seq);
+                assert_eq!(f.read::<u64>(len - 8).unwrap(), !seq);
+            }
+            drop(f);
+            if seq % 1000 == 999 {
+                ack_w.send(1, &seq).unwrap();
+            }
+        }
+        let _ends = writer.join().unwrap();
+        eprintln!("{count} frames, spin {spin:?}: {:.2?}", started.elapsed());
+    }
+}
+
+trait SetLimit {
+    fn limit(&mut self, t: Option<Duration>);
+}
+
+impl SetLimit for FrameReader {
+    fn limit(&mut self, t: Option<Duration>) {
+        self.set_timeout(t);
+    }
+}
+
+impl SetLimit for vchan_msg::frame::FrameWriter {
+    fn limit(&mut self, t: Option<Duration>) {
+        self.set_timeout(t);
+    }
+}
+
+/// Writes `seq` at the start and `!seq` at the end of a payload of `len` (at least 16) bytes.
+fn fill_frame(
+    buf: &mut vchan_msg::frame::FrameBuf<'_>,
+    seq: u64,
+    len: usize,
+) -> Result<usize, FrameError> {
+    if len >= 16 {
+        buf.write_at(0, &seq.to_le_bytes())?;
+        buf.write_at(len - 8, &(!seq).to_le_bytes())?;
+    }
+    Ok(len)
 }

@@ -11,11 +11,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::core::{
     Frame, LocateError, Located, Release, Staged, check_suitable, copy_frame, fill_with_bytes,
-    head_offset, locate, stage_frame, tail_offset,
+    head_offset, locate, look_or_request, stage_frame, tail_offset,
 };
 use super::error::{FrameError, Malformation};
 use super::view::FrameBuf;
-use super::wire::{HEADER_LEN, is_reserved_tag, max_payload};
+use super::wire::{is_reserved_tag, max_payload};
 use crate::channel::{Endpoint, ReadHalf, ShutdownHandle, Vchan, WriteHalf};
 use crate::config::Mode;
 use crate::error::Error;
@@ -65,21 +65,25 @@ impl FrameReader {
         }
     }
 
-    /// One look for a frame; a malformed one is noted in `fault` (and reported as the
+    /// Maps a failed look: a malformed frame is noted in `fault` (and reported as the
     /// placeholder [`Error::Closed`], which the caller replaces).
+    fn look_error(ep: &Endpoint, fault: &mut Option<(u32, Malformation)>, e: LocateError) -> Error {
+        match e {
+            LocateError::Ring(e) => ep.corrupt(e),
+            LocateError::Malformed { offset, problem } => {
+                *fault = Some((offset, problem));
+                Error::Closed
+            }
+        }
+    }
+
+    /// One look for a frame, without giving anything back.
     fn locate(
         ep: &Endpoint,
         rx: &mut Consumer,
         fault: &mut Option<(u32, Malformation)>,
     ) -> crate::Result<Option<Located>> {
-        match locate(rx) {
-            Ok(found) => Ok(found),
-            Err(LocateError::Ring(e)) => Err(ep.corrupt(e)),
-            Err(LocateError::Malformed { offset, problem }) => {
-                *fault = Some((offset, problem));
-                Err(Error::Closed)
-            }
-        }
+        locate(rx).map_err(|e| Self::look_error(ep, fault, e))
     }
 
     fn attempt(
@@ -91,23 +95,16 @@ impl FrameReader {
         if ep.is_shut_down() {
             return Err(Error::Closed);
         }
-        if let Some(found) = Self::locate(ep, rx, fault)? {
-            return Ok(Some(found));
-        }
-        // Nothing to read. A skip marker stepped over is consumed but not yet published:
-        // publish it, or a writer waiting for that space and we would wait for each other.
-        if rx.unreleased() > 0 && rx.publish_and_check(&ep.own_flag()) {
+        // The look, the publish of a skip marker stepped over, and the request for a signal
+        // are one protocol, shared with the ring-level reader and tested there against a
+        // writer acting at every step (see `look_or_request` for the lost wake-up it avoids).
+        let look = look_or_request(rx, &ep.own_flag(), &ep.peer_flag(), request)
+            .map_err(|e| Self::look_error(ep, fault, e))?;
+        if look.signal {
             ep.waiter.notify_peer()?;
         }
-        if request {
-            // Ask for a signal, then look again (the notify protocol). This comes after the
-            // first look because that look may have stepped over a skip marker: only now is
-            // "nothing readable" known for the position we will wait at.
-            rx.available_or_request(HEADER_LEN, &ep.peer_flag())
-                .map_err(|e| ep.corrupt(e))?;
-            if let Some(found) = Self::locate(ep, rx, fault)? {
-                return Ok(Some(found));
-            }
+        if let Some(found) = look.found {
+            return Ok(Some(found));
         }
         match ep.peer_failure() {
             None => Ok(None),

@@ -193,6 +193,80 @@ pub(crate) fn locate<M: ContiguousRingMemory, X: IndexCell>(
     Ok(None)
 }
 
+/// What [`look_or_request`] found.
+#[derive(Debug)]
+pub(crate) struct Look {
+    /// The next frame, if one is published.
+    pub(crate) found: Option<Located>,
+    /// Space was given back that the writer had asked to be told about: signal it.
+    pub(crate) signal: bool,
+}
+
+/// One attempt of a reader that sleeps when it finds nothing: [`locate`]s the next frame and,
+/// when there is none, gives back the space of a skip marker stepped over; with `request`, it
+/// also asks the writer for a signal (`NOTIFY_WRITE` in `peer`) and looks again.
+///
+/// When it returns no frame with `request`, sleeping until the writer signals is safe:
+/// everything consumed is published (the writer cannot be waiting for space we hold), and the
+/// request was in place when nothing was readable at the head the reader will wait at.
+///
+/// Why a loop: the writer may publish a lone skip marker between a look and the request. The
+/// request then sees bytes and sets no flag, and the next look steps over the marker and
+/// finds nothing, at a new head, holding the marker's space. A writer whose frame needs that
+/// space waits for it, and a reader that slept now would never be signalled: both would sleep
+/// forever. So a request that sees bytes leads to another look, and every look that finds
+/// nothing publishes what it stepped over, until a request finds the ring empty at the head.
+///
+/// At most three rounds: a round goes on only if its request saw bytes, which (the producer
+/// index only moves forward, or the ring is corrupt) the next look either returns as a frame,
+/// rejects as malformed, or steps over as a skip marker ending at ring offset 0; a round
+/// starting at offset 0 with bytes readable cannot find nothing, because a skip marker there
+/// is malformed. A hostile writer cannot make it spin.
+pub(crate) fn look_or_request<M, X, F, G>(
+    rx: &mut Consumer<M, X>,
+    own: &F,
+    peer: &G,
+    request: bool,
+) -> Result<Look, LocateError>
+where
+    M: ContiguousRingMemory,
+    X: IndexCell,
+    F: FlagCell + ?Sized,
+    G: FlagCell + ?Sized,
+{
+    let mut signal = false;
+    for _ in 0..3 {
+        if let Some(found) = locate(rx)? {
+            return Ok(Look {
+                found: Some(found),
+                signal,
+            });
+        }
+        // Nothing readable at the head. A skip marker stepped over is consumed but not yet
+        // published: publish it, or a writer waiting for that space and we would wait for
+        // each other.
+        if rx.unreleased() > 0 {
+            signal |= rx.publish_and_check(own);
+        }
+        if !request {
+            break;
+        }
+        // Ask for a signal and check again. Nothing readable now: the writer signals after
+        // its next publish. Something readable: it came after the look; look again.
+        if rx
+            .available_or_request(HEADER_LEN, peer)
+            .map_err(LocateError::Ring)?
+            == 0
+        {
+            break;
+        }
+    }
+    Ok(Look {
+        found: None,
+        signal,
+    })
+}
+
 /// Outcome of [`stage_frame`].
 pub(crate) enum Staged<F> {
     /// The frame was staged; its payload length.
@@ -455,9 +529,17 @@ impl fmt::Debug for Frame<'_> {
 /// [`FrameReader`](super::FrameReader) for a channel's, which waits and signals).
 ///
 /// Over an in-process ring ([`vchan_ring::LocalRing`]) or raw shared memory. A reader that
-/// wants to sleep uses the ring's notify protocol itself:
-/// [`available_or_request`](FrameConsumer::available_or_request) before sleeping,
-/// [`publish_and_check`](FrameConsumer::publish_and_check) after releasing frames.
+/// wants to sleep uses the ring's notify protocol itself, in this order:
+///
+/// 1. [`try_recv`](FrameConsumer::try_recv); a frame: handle it, start again;
+/// 2. none: [`publish_and_check`](FrameConsumer::publish_and_check), and signal the writer
+///    if it says so (the look may have stepped over a skip marker whose space the writer
+///    waits for);
+/// 3. [`available_or_request`](FrameConsumer::available_or_request): not 0 means the writer
+///    published meanwhile: start again (do not sleep, it may be a lone skip marker that no
+///    signal will follow); 0: sleep until the writer signals.
+///
+/// [`FrameReader`](super::FrameReader) runs exactly this loop over a channel.
 ///
 /// ```
 /// use vchan_msg::frame::{FrameConsumer, FrameProducer};
@@ -518,10 +600,18 @@ impl<M: ContiguousRingMemory, X: IndexCell> FrameConsumer<M, X> {
 
     /// The next frame, if one is published. Dropping it consumes it and publishes the
     /// consumer index (no signal: see [`publish_and_check`](FrameConsumer::publish_and_check)).
+    /// When there is none, the space of a skip marker stepped over is published at once (a
+    /// writer may be waiting for exactly that space).
     ///
     /// A malformed frame fails with [`FrameError::Malformed`], and so does every later call.
     pub fn try_recv(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
-        Ok(self.locate()?.map(|loc| Frame::new(loc, self, true)))
+        match self.locate()? {
+            Some(loc) => Ok(Some(Frame::new(loc, self, true))),
+            None => {
+                self.rx.publish();
+                Ok(None)
+            }
+        }
     }
 
     /// The next frame copied into a `T` (one fetch), if one is published. A frame of another
@@ -743,5 +833,206 @@ impl<M, X> fmt::Debug for FrameProducer<M, X> {
         f.debug_struct("FrameProducer")
             .field("ring", &self.tx)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+    use vchan_ring::{FlagCell, IndexCell, NOTIFY_WRITE};
+
+    use super::*;
+    use crate::frame::fuzzing::{HostileBytes, HostileIndex, HostileRing};
+
+    /// A notify byte in private memory.
+    #[derive(Debug, Default)]
+    struct Flag(AtomicU8);
+
+    impl FlagCell for Flag {
+        fn fetch_or(&self, bits: u8, order: Ordering) -> u8 {
+            self.0.fetch_or(bits, order)
+        }
+        fn fetch_and(&self, mask: u8, order: Ordering) -> u8 {
+            self.0.fetch_and(mask, order)
+        }
+        fn load(&self, order: Ordering) -> u8 {
+            self.0.load(order)
+        }
+    }
+
+    /// Runs a hook just before the `fire_at`-th load of the index (1-based; 0: never).
+    #[derive(Default)]
+    struct Script<'a> {
+        loads: Cell<u32>,
+        fire_at: Cell<u32>,
+        hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+    }
+
+    struct HookedIndex<'a, 's> {
+        cell: &'a AtomicU32,
+        script: Option<&'s Script<'a>>,
+    }
+
+    impl IndexCell for HookedIndex<'_, '_> {
+        fn load(&self, order: Ordering) -> u32 {
+            if let Some(s) = self.script {
+                let n = s.loads.get() + 1;
+                s.loads.set(n);
+                if n == s.fire_at.get() {
+                    let hook = s.hook.borrow_mut().take();
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                }
+            }
+            self.cell.load(order)
+        }
+
+        fn store(&self, value: u32, order: Ordering) {
+            self.cell.store(value, order);
+        }
+    }
+
+    type Writer<'a> = FrameProducer<HostileBytes<'a>, HostileIndex<'a>>;
+
+    /// The blocking writer's attempt at sending `payload` (as `FrameWriter` does it): stage,
+    /// publish and signal if asked; if there is no space, request a signal and re-check.
+    /// Returns (sent, signalled the reader).
+    fn writer_attempt(
+        w: &mut Writer<'_>,
+        payload: &[u8],
+        reader_flag: &Flag,
+        writer_flag: &Flag,
+    ) -> (bool, bool) {
+        let need = footprint(payload.len()).unwrap();
+        let mut signalled = false;
+        for _ in 0..3 {
+            let sent = w.try_stage(2, payload).unwrap();
+            signalled |= w.publish_and_check(writer_flag);
+            if sent {
+                return (true, signalled);
+            }
+            if w.space_or_request(need, reader_flag).unwrap() < need {
+                return (false, signalled);
+            }
+        }
+        (false, signalled)
+    }
+
+    /// Polling both ends without sleeping: a reader that stepped over a lone skip marker
+    /// gives its space back, or the writer, whose frame needs that space, never fits.
+    #[test]
+    fn try_recv_gives_back_a_skip_marker_it_stepped_over() {
+        let ring = vchan_ring::LocalRing::<64>::new();
+        let (tx, rx) = vchan_ring::LocalRing::split(&ring).unwrap();
+        let (mut tx, mut rx) = (
+            FrameProducer::new(tx).unwrap(),
+            FrameConsumer::new(rx).unwrap(),
+        );
+        assert!(tx.try_send(1, &[1u8; 16]).unwrap());
+        assert_eq!(rx.try_recv_copy::<[u8; 16]>().unwrap(), Some((1, [1; 16])));
+        // 56 bytes: not before the ring's end (40 left), nor in the 24 free at its start
+        // until the reader gives the skip marker's 40 back.
+        assert!(!tx.try_send(2, &[2u8; 48]).unwrap(), "only the skip marker");
+        assert!(
+            rx.try_recv().unwrap().is_none(),
+            "a skip marker is no frame"
+        );
+        assert!(
+            tx.try_send(2, &[2u8; 48]).unwrap(),
+            "the skip marker's space came back"
+        );
+        assert_eq!(rx.try_recv_copy::<[u8; 48]>().unwrap(), Some((2, [2; 48])));
+    }
+
+    /// The lost wake-up around a lone skip marker. The writer publishes a skip marker alone
+    /// (its frame, more than half the ring, needs the marker's space back) at every possible
+    /// moment of the reader's look-request-look, and both sides then behave as blocking
+    /// waiters: each sleeps when its attempt fails and wakes only when signalled. Neither may
+    /// be left asleep while the other sleeps too, and the frame must arrive.
+    #[test]
+    fn a_lone_skip_marker_published_at_any_moment_never_loses_a_wake_up() {
+        let big = [0xB7u8; 48]; // footprint 56 in a 64-byte ring
+        for fire_at in 1..=8 {
+            let ring = HostileRing::new(64);
+            let (reader_flag, writer_flag) = (Flag::default(), Flag::default());
+            let writer: RefCell<Writer<'_>> =
+                RefCell::new(FrameProducer::new(ring.producer().unwrap()).unwrap());
+            let first_attempt: Cell<Option<(bool, bool)>> = Cell::new(None);
+            let script = Script::default();
+            let prod = HookedIndex {
+                cell: ring.prod(),
+                script: Some(&script),
+            };
+            let cons = HookedIndex {
+                cell: ring.cons(),
+                script: None,
+            };
+            let mut rx = ring.consumer_with(prod, cons).unwrap();
+            // A 24-byte frame, read and given back: the head is at offset 24, where the big
+            // frame does not fit before the ring's end (40 bytes) and, after a skip marker,
+            // not in the 24 bytes free at the start either.
+            assert!(writer.borrow_mut().try_send(1, &[1u8; 16]).unwrap());
+            let first = look_or_request(&mut rx, &reader_flag, &writer_flag, false).unwrap();
+            rx.consume(first.found.unwrap().footprint as usize).unwrap();
+            rx.publish();
+
+            // The writer's first attempt happens just before the reader's `fire_at`-th load of
+            // the producer index (or after the reader's look, if it makes fewer loads).
+            script.loads.set(0);
+            script.fire_at.set(fire_at);
+            *script.hook.borrow_mut() = Some(Box::new(|| {
+                let r = writer_attempt(&mut writer.borrow_mut(), &big, &reader_flag, &writer_flag);
+                first_attempt.set(Some(r));
+            }));
+            let look = look_or_request(&mut rx, &reader_flag, &writer_flag, true).unwrap();
+            let hook = script.hook.borrow_mut().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+            let (mut sent, signalled) = first_attempt.get().unwrap();
+            let mut reader_awake = look.found.is_some() || signalled;
+            let mut writer_awake = !sent && look.signal;
+            let mut found = look.found;
+            // Both sides, each sleeping until the other signals it.
+            for _ in 0..6 {
+                if found.is_some() {
+                    break;
+                }
+                assert!(
+                    reader_awake || writer_awake,
+                    "writer's first attempt before load {fire_at}: both sides sleep (reader \
+                     consumed {} bytes it has not given back, WRITE requested: {}; frame sent: \
+                     {sent})",
+                    rx.unreleased(),
+                    writer_flag.load(Ordering::SeqCst) & NOTIFY_WRITE != 0
+                );
+                if writer_awake && !sent {
+                    let (s, sig) =
+                        writer_attempt(&mut writer.borrow_mut(), &big, &reader_flag, &writer_flag);
+                    sent = s;
+                    reader_awake |= sig;
+                    writer_awake = false;
+                }
+                if reader_awake {
+                    let look = look_or_request(&mut rx, &reader_flag, &writer_flag, true).unwrap();
+                    found = look.found;
+                    writer_awake |= look.signal;
+                    reader_awake = false;
+                }
+            }
+            let found = found.unwrap_or_else(|| panic!("load {fire_at}: the frame never arrived"));
+            assert_eq!((found.tag, found.len, found.footprint), (2, 48, 56));
+            assert_eq!(
+                found.payload.as_ptr() as usize,
+                ring.consumer().unwrap().peek(0).unwrap().as_raw_parts()[1]
+                    .0
+                    .as_ptr() as usize
+                    + HEADER_LEN,
+                "the big frame is at ring offset 0"
+            );
+        }
     }
 }

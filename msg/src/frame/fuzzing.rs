@@ -162,6 +162,17 @@ impl HostileRing {
         )
     }
 
+    /// A reader half over this ring whose indices are reached through `prod` and `cons`
+    /// (cells over [`HostileRing::prod`] and [`HostileRing::cons`] that do something when
+    /// they are loaded, for tests that act at an exact moment of the reader's protocol).
+    pub fn consumer_with<X: IndexCell>(
+        &self,
+        prod: X,
+        cons: X,
+    ) -> Result<Consumer<HostileBytes<'_>, X>, RingError> {
+        Consumer::new(HostileBytes(self), prod, cons)
+    }
+
     /// A writer half over this ring (for the round-trip harness).
     pub fn producer(&self) -> Result<Producer<HostileBytes<'_>, HostileIndex<'_>>, RingError> {
         Producer::new(
