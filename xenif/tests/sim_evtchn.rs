@@ -35,6 +35,13 @@ fn child(role: &str) {
             }
             say("DONE");
         }
+        // Notify as fast as possible until killed (a hostile or merely busy peer).
+        "hammer" => {
+            say("READY");
+            loop {
+                ev.notify(port).unwrap();
+            }
+        }
         // Bind, then wait to be killed.
         "bind-and-wait" => {
             say(&format!("READY {port}"));
@@ -138,6 +145,47 @@ fn a_fired_port_stays_masked_until_unmasked() {
     ev1.notify(p1).unwrap();
     assert_eq!(ev0.wait(Some(support::DEADLINE)).unwrap(), Some(p0));
     assert_eq!(ev1.pending().unwrap(), None);
+}
+
+#[test]
+fn a_peer_notifying_a_masked_port_in_a_loop_keeps_nobody_busy() {
+    if let Some(role) = support::child_role() {
+        return child(&role);
+    }
+    let host = Host::new(&[0, 1]);
+    let ev = host.backend(0).event_channels().unwrap();
+    let port = ev.bind_unbound(DomId(1)).unwrap();
+    let mut c = spawn(
+        "a_peer_notifying_a_masked_port_in_a_loop_keeps_nobody_busy",
+        "hammer",
+        host.path(),
+        DomId(1),
+        &[("PORT", port.0.to_string())],
+    );
+    c.expect("READY");
+    // The first event is delivered and masks the port.
+    assert_eq!(ev.wait(Some(support::DEADLINE)).unwrap(), Some(port));
+    for _ in 0..5 {
+        // While masked, the flood neither delivers nor keeps wait from timing out.
+        let t = Duration::from_millis(100);
+        let start = Instant::now();
+        assert_eq!(ev.wait(Some(t)).unwrap(), None);
+        let took = start.elapsed();
+        assert!(
+            took < t + Duration::from_secs(2),
+            "wait({t:?}) under a notification flood took {took:?}"
+        );
+        assert_eq!(ev.pending().unwrap(), None);
+        // The edge that disarmed the port has been absorbed: the descriptor is quiet.
+        assert!(
+            !readable(&*ev, 50),
+            "the descriptor stays readable under a flood on a masked port"
+        );
+        // Unmasking delivers (the port fired while masked), and masks it again.
+        ev.unmask(port).unwrap();
+        assert_eq!(ev.wait(Some(support::DEADLINE)).unwrap(), Some(port));
+    }
+    c.kill();
 }
 
 #[test]

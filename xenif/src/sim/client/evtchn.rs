@@ -3,26 +3,31 @@
 //! Each bound port has two eventfds received from the host: *incoming* (the other end writes
 //! it) and *outgoing* (we write it to notify). The handle's pollable descriptor is an epoll
 //! instance watching every incoming eventfd edge-triggered (each `write(2)` by the other end
-//! is one edge), plus a private *ready* eventfd (below). Masking is kept here, not in the
-//! kernel:
+//! is one edge). Masking is kept here, not in the kernel:
 //!
-//! * a port that fires is delivered once and is then *masked*: edges on a masked port only
-//!   mark it "fired while masked";
-//! * [`EventChannels::unmask`] clears the mask; if the port fired meanwhile it is queued for
-//!   delivery at once (Linux: the pending bit set while masked is delivered at unmask), and
-//!   the ready eventfd keeps the handle's descriptor readable while that queue is not empty;
+//! * a port that fires is delivered once and is then *masked*;
+//! * the first edge on a masked port marks it "fired while masked" and *disarms* its epoll
+//!   registration, so that further notifications on a masked port cost nothing: a peer that
+//!   notifies in a tight loop cannot keep [`EventChannels::wait`] or
+//!   [`EventChannels::pending`] busy, nor keep the descriptor readable (Linux raises no
+//!   interrupt for a masked port either);
+//! * [`EventChannels::unmask`] clears the mask; if the port fired meanwhile it re-arms the
+//!   registration, and because the incoming eventfd is readable (its counter is never reset)
+//!   the kernel queues the edge at once: the event pending while masked is delivered after
+//!   unmask, as on Linux;
 //! * `notify` is one `write(2)` into the other process's eventfd, with no host on the way.
 //!
 //! So the hot path of a ping-pong is one `write` (notify) and one `epoll_wait` (wait) per
-//! side; unmask is a few instructions. The incoming counters are never read: edges carry the
-//! information, and a counter cannot overflow in practice (2^64 − 1 notifications; an end
-//! that saturates it on purpose only silences its own notifications).
+//! side; unmask is a few instructions unless the port fired while masked (one `epoll_ctl`).
+//! The incoming counters are never read: edges carry the information, and a counter cannot
+//! overflow in practice (2^64 − 1 notifications; an end that saturates it on purpose only
+//! silences its own notifications).
 //!
 //! Readiness of the descriptor may be spurious once: an edge on a masked port makes it
 //! readable until [`EventChannels::pending`] or [`EventChannels::wait`] absorbs the edge and
 //! reports nothing. Event channels allow spurious wake-ups; callers re-check their state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -30,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::Connection;
 use crate::error::{Error, Result};
@@ -38,22 +42,23 @@ use crate::evtchn::EventChannels;
 use crate::sim::broker::wire::{Reply, Request};
 use crate::types::{DomId, EventPort};
 
-/// Epoll data of the ready eventfd (port numbers are `u32`, so this cannot collide).
-const READY_TAG: u64 = u64::MAX;
+/// How an incoming eventfd is registered while its port may deliver.
+fn armed(port: u32) -> EpollEvent {
+    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, port.into())
+}
 
 #[derive(Debug)]
 struct BoundPort {
     incoming: OwnedFd,
     outgoing: OwnedFd,
     masked: bool,
+    /// An edge came while masked; the registration is disarmed until unmask.
     fired_while_masked: bool,
 }
 
 #[derive(Debug, Default)]
 struct Ports {
     bound: HashMap<u32, BoundPort>,
-    /// Unmasked ports that fired while masked, to deliver before waiting.
-    ready: VecDeque<u32>,
 }
 
 /// An event-channel handle on a simulated host (the sim's `/dev/xen/evtchn`).
@@ -63,8 +68,6 @@ struct Ports {
 pub struct SimEventChannels {
     conn: Connection,
     epoll: Epoll,
-    /// Readable (counter 1) exactly while `ports.ready` is not empty.
-    ready: EventFd,
     ports: Mutex<Ports>,
 }
 
@@ -83,7 +86,7 @@ fn epoll_error(e: Errno) -> Error {
 enum Look {
     /// A port to deliver.
     Port(EventPort),
-    /// Something that is not a delivery (an absorbed edge, the ready queue's signal).
+    /// Something that is not a delivery (an absorbed edge, an interrupted wait).
     Nothing,
     /// Nothing ready within the timeout.
     TimedOut,
@@ -98,15 +101,9 @@ impl SimEventChannels {
         };
         let epoll =
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| os("epoll_create1", e))?;
-        let ready = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| os("eventfd", e))?;
-        epoll
-            .add(&ready, EpollEvent::new(EpollFlags::EPOLLIN, READY_TAG))
-            .map_err(|e| os("epoll_ctl(ADD)", e))?;
         Ok(SimEventChannels {
             conn,
             epoll,
-            ready,
             ports: Mutex::new(Ports::default()),
         })
     }
@@ -135,8 +132,7 @@ impl SimEventChannels {
                 "{what} answered with port {port}, which this handle already has"
             )));
         }
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, port.0.into());
-        if let Err(e) = self.epoll.add(&incoming, ev) {
+        if let Err(e) = self.epoll.add(&incoming, armed(port.0)) {
             drop(ports);
             let _ = self.conn.call(&Request::Unbind { port });
             return Err(Error::os("epoll_ctl(ADD) for a new port", e.into()));
@@ -153,42 +149,24 @@ impl SimEventChannels {
         Ok(port)
     }
 
-    /// Delivers the first queued port, if any (masking it).
-    fn pop_ready(&self, ports: &mut Ports) -> Option<EventPort> {
-        while let Some(n) = ports.ready.pop_front() {
-            if ports.ready.is_empty() {
-                let _ = self.ready.read();
-            }
-            if let Some(p) = ports.bound.get_mut(&n) {
-                if !p.masked {
-                    p.masked = true;
-                    return Some(EventPort(n));
-                }
-            }
-        }
-        None
-    }
-
-    /// One look: the ready queue, then the epoll instance (waiting up to `timeout`).
+    /// One look at the epoll instance (waiting up to `timeout`).
     fn look(&self, timeout: EpollTimeout) -> Result<Look> {
-        if let Some(port) = self.pop_ready(&mut self.ports()) {
-            return Ok(Look::Port(port));
-        }
         let mut events = [EpollEvent::empty()];
         match self.epoll.wait(&mut events, timeout) {
             Ok(0) => Ok(Look::TimedOut),
             Ok(_) => {
-                let data = events[0].data();
-                if data == READY_TAG {
-                    return Ok(Look::Nothing);
-                }
-                let n = data as u32;
+                let n = events[0].data() as u32;
                 let mut ports = self.ports();
                 match ports.bound.get_mut(&n) {
                     // Unbound since the edge: nothing to deliver.
                     None => Ok(Look::Nothing),
                     Some(p) if p.masked => {
+                        // Disarm: further edges on a masked port wake nobody. Unmask re-arms.
                         p.fired_while_masked = true;
+                        let mut none = EpollEvent::new(EpollFlags::empty(), u64::from(n));
+                        self.epoll.modify(&p.incoming, &mut none).map_err(|e| {
+                            Error::os("epoll_ctl(MOD) to disarm a masked port", e.into())
+                        })?;
                         Ok(Look::Nothing)
                     }
                     Some(p) => {
@@ -231,11 +209,6 @@ impl EventChannels for SimEventChannels {
                 return Err(not_bound(port, self.conn.domid()));
             };
             let _ = self.epoll.delete(&p.incoming);
-            let was_ready = !ports.ready.is_empty();
-            ports.ready.retain(|&n| n != port.0);
-            if was_ready && ports.ready.is_empty() {
-                let _ = self.ready.read();
-            }
         }
         match self.conn.call(&Request::Unbind { port })? {
             (Reply::Done, _) => Ok(()),
@@ -257,8 +230,8 @@ impl EventChannels for SimEventChannels {
     }
 
     fn pending(&self) -> Result<Option<EventPort>> {
-        // Each look either delivers, or consumes one edge / the ready signal; the number of
-        // those is bounded by the ports, so this ends.
+        // Each look either delivers, or absorbs one edge of a masked port and disarms it (or
+        // was interrupted); the number of those is bounded by the ports, so this ends.
         loop {
             match self.look(EpollTimeout::ZERO)? {
                 Look::Port(p) => return Ok(Some(p)),
@@ -276,12 +249,12 @@ impl EventChannels for SimEventChannels {
             .ok_or_else(|| not_bound(port, self.conn.domid()))?;
         p.masked = false;
         if std::mem::take(&mut p.fired_while_masked) {
-            if ports.ready.is_empty() {
-                self.ready
-                    .write(1)
-                    .map_err(|e| Error::os(format!("unmask of port {port}"), e.into()))?;
-            }
-            ports.ready.push_back(port.0);
+            // Re-arm. The incoming eventfd is readable (it fired), so the kernel queues an
+            // edge for it at once: the event that came while masked is delivered now.
+            let mut ev = armed(port.0);
+            self.epoll.modify(&p.incoming, &mut ev).map_err(|e| {
+                Error::os(format!("epoll_ctl(MOD) in unmask of port {port}"), e.into())
+            })?;
         }
         Ok(())
     }
@@ -301,8 +274,7 @@ impl EventChannels for SimEventChannels {
             };
             match self.look(t)? {
                 Look::Port(p) => return Ok(Some(p)),
-                Look::Nothing => continue,
-                Look::TimedOut => {
+                Look::Nothing | Look::TimedOut => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(None);
                     }
