@@ -190,6 +190,7 @@ fn quotas_answer_the_errors_xen_gives() {
         transactions_per_connection: 2,
         perms_per_node: 3,
         value_size: 16,
+        transaction_nodes: 6,
     };
     let (_d, host) = host_with(&[5], quotas);
     let dom0 = host.client(DomId::DOM0).unwrap();
@@ -218,9 +219,31 @@ fn quotas_answer_the_errors_xen_gives() {
         Some(ErrorCode::E2BIG)
     );
 
-    let _t1 = d5.begin().unwrap();
+    let t1 = d5.begin().unwrap();
     let _t2 = d5.begin().unwrap();
     assert_eq!(d5.begin().unwrap_err().code(), Some(ErrorCode::ENOSPC));
+
+    // Transaction nodes: a transaction that has accessed 6 distinct nodes (missing ones
+    // included) is refused further requests; outside it all goes on.
+    let mut refused = None;
+    for i in 0..20 {
+        if let Err(e) = t1.exists(&format!("data/missing{i}")) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, err) = refused.expect("a transaction read 20 distinct nodes under a quota of 6");
+    assert_eq!(err.code(), Some(ErrorCode::ENOSPC), "{err}");
+    assert!((3..=6).contains(&i), "refused after {i} reads");
+    d5.read("data/big").unwrap();
+    t1.abort().unwrap();
+    // dom0 is exempt.
+    let t0 = dom0.begin().unwrap();
+    for i in 0..20 {
+        t0.exists(&format!("/local/domain/5/data/missing{i}"))
+            .unwrap();
+    }
+    t0.abort().unwrap();
 
     let four = [
         Perm::none(DomId(5)),

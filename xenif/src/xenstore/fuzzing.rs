@@ -18,6 +18,7 @@ pub fn requests(data: &[u8]) {
         transactions_per_connection: 4,
         perms_per_node: 5,
         value_size: 256,
+        transaction_nodes: 32,
     };
     let mut store = Store::new(quotas);
     let mut events = Vec::new();

@@ -238,6 +238,16 @@ impl SimGrantSharer {
                 .conn
                 .sim_error("SHARE answered without exactly one descriptor"));
         };
+        // Check the host's file before mapping it: a short file would turn accesses past its
+        // end into SIGBUS.
+        let size = nix::sys::stat::fstat(&fd)
+            .map_err(|e| Error::os("fstat of a shared grant", e.into()))?
+            .st_size;
+        if u64::try_from(size).unwrap_or(0) < (count as u64).saturating_mul(PAGE_SIZE as u64) {
+            return Err(self.conn.sim_error(format!(
+                "SHARE answered with a {size}-byte file for {count} pages"
+            )));
+        }
         let refs = (0..count32)
             .map(|i| GrantRef(first_ref.0.wrapping_add(i)))
             .collect();

@@ -40,6 +40,10 @@ pub struct Quotas {
     pub perms_per_node: usize,
     /// Bytes in one node's value (`-S`, default 2048).
     pub value_size: usize,
+    /// Distinct nodes one transaction may access (the `transaction-nodes` quota, default
+    /// 1024): a transaction remembers every node it read or wrote, so without this bound a
+    /// domain could make the daemon's memory grow without limit (XSA-326).
+    pub transaction_nodes: usize,
 }
 
 impl Default for Quotas {
@@ -50,6 +54,7 @@ impl Default for Quotas {
             transactions_per_connection: 10,
             perms_per_node: 5,
             value_size: 2048,
+            transaction_nodes: 1024,
         }
     }
 }
@@ -733,6 +738,21 @@ impl Store {
         tx_id: u32,
         f: impl FnOnce(&Store, &mut View<'_>, &mut Vec<Change>) -> Result<T, ErrorCode>,
     ) -> Result<(T, Vec<Change>), ErrorCode> {
+        if tx_id != 0 {
+            // The transaction-nodes quota: once a transaction of an unprivileged domain has
+            // accessed that many nodes, its further requests fail (one request adds at most
+            // a path's depth of entries, so the overshoot is bounded).
+            let conn = self.conns.get(&cid);
+            let full = conn.is_some_and(|c| {
+                c.domid != DomId::DOM0
+                    && c.transactions
+                        .get(&tx_id)
+                        .is_some_and(|t| t.entries.len() >= self.quotas.transaction_nodes)
+            });
+            if full {
+                return Err(ErrorCode::ENOSPC);
+            }
+        }
         // Take the tree (and the transaction) out so that `f` can borrow the rest of the
         // store for permission checks and quotas while it edits them.
         let mut tree = std::mem::take(&mut self.tree);
@@ -1440,6 +1460,7 @@ mod tests {
             transactions_per_connection: 1,
             perms_per_node: 2,
             value_size: 4,
+            transaction_nodes: 1024,
         });
         let mut ev = Vec::new();
         s.introduce(DomId(3), None, &mut NoDomainControl, &mut ev)
