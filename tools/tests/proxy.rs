@@ -10,7 +10,6 @@ mod support;
 use support::*;
 
 #[test]
-#[test]
 fn proxy_bridges_unix_sockets_and_serves_one_connection_after_another() {
     let h = host(&[1]);
     let dir = h.dir.path();
