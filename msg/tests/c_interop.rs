@@ -203,13 +203,15 @@ fn matrix(pairing: Pairing, mode: Mode) {
                 Pairing::CServer => (chunk(to_server_ring), chunk(to_client_ring)),
             };
             let v = volume(left, right);
-            // Both C roles, alternating, so that each meets every kind of geometry.
-            let c_role = if port % 2 == 0 {
+            // Both C roles, alternating, and the other way round in packet mode: for each
+            // pairing, every ring-size pair meets both roles (one per mode).
+            let flip = u32::from(matches!(mode, Mode::Packet));
+            let c_role = if (port + flip) % 2 == 0 {
                 CRole::Node
             } else {
                 CRole::NodeSelect
             };
-            run(
+            let took = run(
                 &host,
                 pairing,
                 mode,
@@ -220,11 +222,16 @@ fn matrix(pairing: Pairing, mode: Mode) {
                 v + 1,
                 (chunk_to_c, chunk_to_rust),
             );
+            eprintln!(
+                "  {pairing:?} {mode:?} read_min={read_min} write_min={write_min} rings \
+                 {left}/{right} C={c_role:?}: {v}+{} bytes ok in {took:.2?}",
+                v + 1
+            );
         }
     }
     eprintln!(
         "{pairing:?} {mode:?}: {} ring-size pairs, both directions at once (C as node and \
-         node-select, alternating), in {:.2?}",
+         node-select, alternating; swapped between stream and packet mode), in {:.2?}",
         SIZES.len() * SIZES.len(),
         start.elapsed()
     );

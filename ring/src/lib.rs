@@ -78,7 +78,7 @@
 #![cfg_attr(not(any(test, loom)), no_std)]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate alloc;
