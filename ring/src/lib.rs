@@ -72,8 +72,10 @@
 //! * loom models (`ring/tests/loom.rs`):
 //!   `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p vchan-ring --profile loom --test loom -- --test-threads=2`;
 //! * fuzz targets `ring_hostile`, `ring_diff`, `ring_page` (`cd fuzz && cargo +nightly fuzz
-//!   run ring_hostile -- -max_total_time=60`), whose committed corpora `cargo test` replays
-//!   through the same harness functions;
+//!   run ring_hostile ../target/fuzz-corpus/ring_hostile corpus/ring_hostile --
+//!   -max_total_time=60`: new inputs go to the first directory, the committed seeds stay as
+//!   they are), whose committed corpora `cargo test` replays through the same harness
+//!   functions;
 //! * `cargo build -p vchan-ring --target x86_64-unknown-none` proves `no_std`.
 #![cfg_attr(not(any(test, loom)), no_std)]
 #![deny(missing_docs)]
