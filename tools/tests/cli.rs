@@ -1,9 +1,8 @@
 //! The `vchan` binary, run as real processes acting as domains of a simulated host embedded in
 //! the test (its XenStore, grants and event channels are the real simulated-host machinery).
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
