@@ -4,17 +4,18 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use vchan_ring::{
-    Consumer, ControlPage, LIVE_EXITED, LIVE_NOT_YET_CONNECTED, Producer, RawFlag, RingError, Role,
+    Consumer, ControlPage, Corruption, LIVE_EXITED, LIVE_NOT_YET_CONNECTED, Producer, RawFlag,
+    RingError, Role,
 };
-use vchan_xenif::xenstore;
-use vchan_xenif::{DomId, MappedPages, SharedPages};
+use vchan_xenif::xenstore::{self, wire};
+use vchan_xenif::{DomId, EventPort, GrantRef, MappedPages, SharedPages};
 
-use crate::config::{Mode, SpinPolicy};
+use crate::config::{Mode, SpinPolicy, event_channel_key, ring_ref_key};
 use crate::error::{Error, Result};
 use crate::wait::{Waiter, Wake};
 
@@ -41,10 +42,23 @@ pub(crate) struct Endpoint {
     rings: Vec<Region>,
     /// The control page; unmapped after our live byte is cleared.
     ctrl_region: Option<Region>,
-    /// Server: the XenStore connection and base path to remove at close.
-    xs_cleanup: Option<xenstore::Client>,
+    /// Server: what it advertised in XenStore, withdrawn at close.
+    advert: Option<Advertisement>,
     /// Set by [`Vchan::close`] paths and corruption: no further I/O.
     dead: AtomicBool,
+    /// The first corruption seen by either half: every later operation reports it.
+    corruption: OnceLock<Corruption>,
+}
+
+/// What a server wrote under its base path: removed at close only if it is still ours.
+#[derive(Debug)]
+pub(crate) struct Advertisement {
+    /// The connection to remove it with.
+    pub(crate) xs: xenstore::Client,
+    /// The control page's grant reference we wrote to `ring-ref`.
+    pub(crate) ring_ref: GrantRef,
+    /// The port we wrote to `event-channel`.
+    pub(crate) port: EventPort,
 }
 
 /// Everything an [`Endpoint`] is made of, gathered by the server or client handshake.
@@ -57,7 +71,7 @@ pub(crate) struct EndpointParts {
     pub(crate) ctrl_region: Region,
     pub(crate) rings: Vec<Region>,
     pub(crate) waiter: Waiter,
-    pub(crate) xs_cleanup: Option<xenstore::Client>,
+    pub(crate) advert: Option<Advertisement>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -87,8 +101,9 @@ impl Endpoint {
             poll,
             rings: parts.rings,
             ctrl_region: Some(parts.ctrl_region),
-            xs_cleanup: parts.xs_cleanup,
+            advert: parts.advert,
             dead: AtomicBool::new(false),
+            corruption: OnceLock::new(),
         };
         endpoint.add_to_poll(endpoint.waiter.events().as_fd(), 0)?;
         if let Some(fd) = endpoint.waiter.monitor_fd() {
@@ -114,7 +129,7 @@ impl Endpoint {
     /// Why the peer can no longer take part, if it cannot.
     pub(crate) fn peer_failure(&self) -> Option<Error> {
         if self.dead.load(Ordering::Acquire) {
-            return Some(Error::Closed);
+            return Some(self.stopped());
         }
         if self.waiter.peer_gone() {
             return Some(Error::PeerDomainGone { peer: self.peer });
@@ -137,18 +152,45 @@ impl Endpoint {
         self.waiter.interrupt();
     }
 
-    /// Whether this side shut the channel down (one atomic load: cheap enough for hot paths).
+    /// Whether this side shut the channel down, or found the ring corrupt (one atomic load:
+    /// cheap enough for hot paths). [`Endpoint::stopped`] says which.
     pub(crate) fn is_shut_down(&self) -> bool {
         self.dead.load(Ordering::Acquire)
     }
 
+    /// The error of every operation on a stopped channel: the corruption that stopped it
+    /// (sticky: a corrupt ring stays reported as such), or [`Error::Closed`].
+    pub(crate) fn stopped(&self) -> Error {
+        match self.corruption.get() {
+            Some(&corruption) => Error::Corrupt {
+                peer: self.peer,
+                corruption,
+            },
+            None => Error::Closed,
+        }
+    }
+
+    /// The channel's error if it is stopped (see [`Endpoint::stopped`]).
+    pub(crate) fn check_stopped(&self) -> Result<()> {
+        if self.is_shut_down() {
+            Err(self.stopped())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Converts a ring error; a corruption stops the channel for both halves, and the first
+    /// one seen is what every later operation reports.
     pub(crate) fn corrupt(&self, e: RingError) -> Error {
         match e {
             RingError::Corrupt(corruption) => {
+                // Record before raising the flag, so that whoever sees the flag finds the cause.
+                let first = *self.corruption.get_or_init(|| corruption);
                 self.dead.store(true, Ordering::Release);
+                self.waiter.interrupt();
                 Error::Corrupt {
                     peer: self.peer,
-                    corruption,
+                    corruption: first,
                 }
             }
             RingError::TooLarge {
@@ -163,20 +205,45 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Removes the server's XenStore entries, but only if they are still the ones this
+    /// channel wrote: a newer channel at the same path (a server that listened again before
+    /// dropping this one) keeps its advertisement. One transaction, so a concurrent rewrite
+    /// either wins entirely or happens after the removal.
+    fn withdraw(&self, advert: &Advertisement) {
+        let (ref_key, port_key) = (ring_ref_key(&self.path), event_channel_key(&self.path));
+        let holds = |tx: &xenstore::Transaction<'_>, key: &str, ours: u32| match tx.read(key) {
+            Ok(v) => Ok(wire::parse_decimal(&v) == Some(ours)),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        };
+        // Nothing useful can be done about a failure while closing: the entries then stay, as
+        // a killed server's do, and clients treat them as stale.
+        let _ = advert.xs.transaction(|tx| {
+            if holds(tx, &ref_key, advert.ring_ref.0)? && holds(tx, &port_key, advert.port.0)? {
+                tx.rm(&self.path)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        // The order of C's libxenvchan_close: rings first, then our live byte, the control
-        // page, a final signal so a sleeping peer sees the change, and (server) the XenStore
-        // entries.
+        // The order of C's libxenvchan_close: rings first, then our live byte and a final
+        // signal so a sleeping peer sees the change, and (server) the XenStore entries. The
+        // entries go before the control page's grant and the port are released: while they
+        // are held, no newer channel of this domain can have the same reference and port, so
+        // comparing them tells ours from a newer advertisement.
         self.rings.clear();
         if self.ctrl_region.is_some() {
             self.ctrl.set_live(self.role, LIVE_EXITED);
             let _ = self.waiter.notify_peer();
         }
-        self.ctrl_region = None;
-        if let Some(xs) = self.xs_cleanup.take() {
-            let _ = xs.rm(&self.path);
+        if let Some(advert) = self.advert.take() {
+            self.withdraw(&advert);
         }
+        self.ctrl_region = None;
     }
 }
 
@@ -241,13 +308,15 @@ impl Waiting<'_> {
             }
         }
         let start = Instant::now();
-        let deadline = self.timeout.map(|t| start + t);
+        // A timeout too large for the clock is no limit.
+        let deadline = self.timeout.and_then(|t| start.checked_add(t));
         let budget = self.spinner.current;
         if !budget.is_zero() {
-            let mut end = start + budget;
-            if let Some(d) = deadline {
-                end = end.min(d);
-            }
+            // A spin too long for the clock spins until the deadline, if any.
+            let end = match (start.checked_add(budget), deadline) {
+                (Some(e), Some(d)) => Some(e.min(d)),
+                (e, d) => e.or(d),
+            };
             loop {
                 for _ in 0..16 {
                     std::hint::spin_loop();
@@ -256,7 +325,7 @@ impl Waiting<'_> {
                     self.spinner.record(true);
                     return Ok(v);
                 }
-                if Instant::now() >= end {
+                if end.is_some_and(|end| Instant::now() >= end) {
                     break;
                 }
             }
@@ -336,9 +405,7 @@ impl ReadHalf {
         exact: bool,
         request: bool,
     ) -> Result<Option<usize>> {
-        if ep.dead.load(Ordering::Relaxed) {
-            return Err(Error::Closed);
-        }
+        ep.check_stopped()?;
         let want = if exact { buf.len() } else { 1 };
         let available = if request {
             rx.available_or_request(want, &ep.peer_flag())
@@ -410,6 +477,7 @@ impl ReadHalf {
     /// the event channel when it writes more, so a caller polling the fd is woken.
     pub fn data_ready(&mut self) -> Result<usize> {
         let ep = &self.ep;
+        ep.check_stopped()?;
         self.rx
             .available_or_request(usize::MAX, &ep.peer_flag())
             .map_err(|e| ep.corrupt(e))
@@ -428,6 +496,7 @@ impl ReadHalf {
         let ep = &*self.ep;
         let rx = &mut self.rx;
         waiting.run(|request| {
+            ep.check_stopped()?;
             let n = if request {
                 rx.available_or_request(1, &ep.peer_flag())
             } else {
@@ -438,7 +507,7 @@ impl ReadHalf {
                 return Ok(Some(true));
             }
             match ep.peer_failure() {
-                Some(Error::Corrupt { .. } | Error::Closed) => Err(Error::Closed),
+                Some(e @ (Error::Corrupt { .. } | Error::Closed)) => Err(e),
                 Some(_) => Ok(Some(rx.available().map_err(|e| ep.corrupt(e))? > 0)),
                 None => Ok(None),
             }
@@ -578,6 +647,7 @@ impl WriteHalf {
     /// signal the event channel when it frees more.
     pub fn buffer_space(&mut self) -> Result<usize> {
         let ep = &self.ep;
+        ep.check_stopped()?;
         self.tx
             .space_or_request(usize::MAX, &ep.peer_flag())
             .map_err(|e| ep.corrupt(e))
@@ -625,6 +695,7 @@ impl WriteHalf {
         let ep = &*self.ep;
         let tx = &mut self.tx;
         waiting.run(|request| {
+            ep.check_stopped()?;
             let free = if request {
                 tx.space_or_request(capacity, &ep.peer_flag())
             } else {
@@ -713,7 +784,8 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Makes every current and later operation on the channel fail with [`Error::Closed`]
-    /// (blocked ones promptly). The channel is closed (XenStore entries removed, peer told)
+    /// (blocked ones promptly; on a channel already found corrupt they keep failing with
+    /// [`Error::Corrupt`]). The channel is closed (XenStore entries removed, peer told)
     /// once every half holding it is dropped.
     pub fn shutdown(&self) {
         if let Some(ep) = self.ep.upgrade() {
@@ -839,6 +911,12 @@ impl Vchan {
         self.reader.ep.is_open()
     }
 
+    /// Whether this end watches XenStore's `@releaseDomain` for the peer domain's
+    /// destruction (see `watch_peer_domain` on [`crate::Server`] and [`crate::Client`]).
+    pub fn watches_peer_domain(&self) -> bool {
+        self.reader.ep.waiter.monitor_fd().is_some()
+    }
+
     /// Whether a client has connected (server side; always true on a client).
     pub fn is_connected(&self) -> bool {
         let ep = &self.reader.ep;
@@ -859,7 +937,10 @@ impl Vchan {
             spinner: &mut self.reader.spinner,
         };
         waiting.run(|_| {
-            if let Some(e @ (Error::Closed | Error::PeerDomainGone { .. })) = ep.peer_failure() {
+            if let Some(
+                e @ (Error::Closed | Error::Corrupt { .. } | Error::PeerDomainGone { .. }),
+            ) = ep.peer_failure()
+            {
                 return Err(e);
             }
             Ok((ep.ctrl.live(Role::Client) != LIVE_NOT_YET_CONNECTED).then_some(()))
@@ -868,14 +949,24 @@ impl Vchan {
 
     /// Waits for the peer to signal (data written, space freed, liveness changed) or for
     /// `timeout`; returns whether a signal came. Like C `libxenvchan_wait`, for callers that
-    /// drive the channel in non-blocking mode.
+    /// drive the channel in non-blocking mode: after `Ok(true)`, retry the operations.
+    ///
+    /// Unlike C's, it never sleeps on a channel where nothing more can happen: once the peer
+    /// is gone it returns `Ok(true)` while data it sent is still unread, then fails with
+    /// [`Error::PeerClosed`] or [`Error::PeerDomainGone`]; on a channel shut down or found
+    /// corrupt it fails with [`Error::Closed`] or [`Error::Corrupt`] at once.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        let ep = &self.reader.ep;
+        let ep = &*self.reader.ep;
+        ep.check_stopped()?;
         let seen = ep.waiter.generation();
         if ep.waiter.drain()? {
             return Ok(true);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        if let Some(failure) = ep.peer_failure() {
+            let unread = self.reader.rx.available().map_err(|e| ep.corrupt(e))?;
+            return if unread > 0 { Ok(true) } else { Err(failure) };
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         Ok(ep.waiter.wait(seen, deadline)? == Wake::Progress)
     }
 

@@ -180,8 +180,16 @@ macro_rules! common_setters {
 
         /// Watch XenStore's `@releaseDomain` so that the peer *domain*'s destruction ends
         /// blocked calls even when no unmap notification can come (a destroyed VM's kernel
-        /// never runs its unmap handlers). Default: on where the watch is allowed (it costs
-        /// one of the domain's XenStore watches per channel).
+        /// never runs its unmap handlers). It costs one of the domain's XenStore watches per
+        /// channel, and is never set up when the peer is dom0 (never destroyed).
+        ///
+        /// * `true`: the watch is required; if it cannot be registered (an unprivileged domain
+        ///   not allowed to watch `@releaseDomain`, the watch quota used up), opening the
+        ///   channel fails with [`Error::Handshake`](crate::Error::Handshake).
+        /// * `false`: no watch.
+        /// * not called (the default): the watch where it can be registered; where it cannot,
+        ///   the channel opens without it and prints one warning on stderr saying so
+        ///   ([`Vchan::watches_peer_domain`](crate::Vchan::watches_peer_domain) tells).
         pub fn watch_peer_domain(mut self, watch: bool) -> Self {
             self.common.watch_peer_domain = Some(watch);
             self

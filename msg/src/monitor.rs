@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use vchan_xenif::DomId;
 use vchan_xenif::xenstore::{self, Watch};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::wait::PeerMonitor;
 
 /// Watches `@releaseDomain` for one peer.
@@ -40,12 +40,63 @@ impl PeerMonitor for ReleaseMonitor {
     }
 
     fn check(&self) -> Result<bool> {
-        while self.watch.try_next()?.is_some() {}
+        // Take every queued event (lost ones only mean "look again", which follows).
+        loop {
+            match self.watch.try_next() {
+                Ok(Some(_)) | Err(xenstore::Error::EventsLost { .. }) => {}
+                Ok(None) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
         match self.xs.is_domain_introduced(self.peer) {
             Ok(alive) => Ok(alive),
             // Not allowed to ask (an unprivileged domain on real Xen): no evidence of death.
             Err(e) if e.is_permission_denied() => Ok(true),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The peer monitor a channel end uses, following its `watch_peer_domain` setting:
+///
+/// * `Some(false)`: none;
+/// * a peer that is dom0: none (dom0 is never destroyed while anything else runs);
+/// * `Some(true)`: the watch, or an error saying why it cannot be had;
+/// * `None` (the default): the watch where it can be had; where it cannot (an unprivileged
+///   domain may not watch `@releaseDomain` on some Xen versions, or the watch quota is used
+///   up) the channel goes on without it and a warning saying so is printed on stderr once,
+///   since blocked calls would then miss the peer domain's destruction. Choosing
+///   `watch_peer_domain(false)` silences it.
+pub(crate) fn peer_monitor(
+    xs: &xenstore::Client,
+    peer: DomId,
+    path: &str,
+    token: &str,
+    setting: Option<bool>,
+) -> Result<Option<Box<dyn PeerMonitor>>> {
+    if setting == Some(false) || peer == DomId::DOM0 {
+        return Ok(None);
+    }
+    match ReleaseMonitor::new(xs, peer, token) {
+        Ok(m) => Ok(Some(Box::new(m))),
+        Err(e) if setting == Some(true) => Err(Error::Handshake {
+            peer,
+            path: path.to_owned(),
+            reason: format!(
+                "cannot watch @releaseDomain, which watch_peer_domain(true) asks for: {e}. \
+                 Allow this domain the watch (or raise its watch quota), or go on without it \
+                 with watch_peer_domain(false)"
+            ),
+        }),
+        Err(e) => {
+            eprintln!(
+                "vchan: warning: cannot watch @releaseDomain ({e}): if domain {peer} is \
+                 destroyed without its kernel closing the vchan at {path}, blocked calls will \
+                 only notice through a timeout. Use watch_peer_domain(false) to go on without \
+                 the watch and without this warning, or watch_peer_domain(true) to make it an \
+                 error."
+            );
+            Ok(None)
         }
     }
 }

@@ -8,10 +8,10 @@ use vchan_ring::{ControlPage, Geometry, RawRing, RingOrder, RingPlacement, Role,
 use vchan_xenif::xenstore::Perm;
 use vchan_xenif::{Access, Backend, DomId, GrantSharer, UnmapNotify};
 
-use crate::channel::{Endpoint, EndpointParts, HalfSettings, Region, Vchan};
+use crate::channel::{Advertisement, Endpoint, EndpointParts, HalfSettings, Region, Vchan};
 use crate::config::{Common, check_path, common_setters, event_channel_key, ring_ref_key};
 use crate::error::{Error, Result};
-use crate::monitor::ReleaseMonitor;
+use crate::monitor::peer_monitor;
 use crate::wait::{PeerMonitor, Waiter};
 
 /// Builds server ends of vchans (C `libxenvchan_server_init`).
@@ -134,7 +134,10 @@ impl Server {
             clear_byte: Some(SRV_LIVE_OFFSET),
             event: Some(port),
         })?;
-        let ctrl_ref = ctrl_pages.refs()[0];
+        let ctrl_ref = *ctrl_pages
+            .refs()
+            .first()
+            .ok_or_else(|| self.handshake("sharing one page returned no grant reference".into()))?;
         let ptr = NonNull::new(ctrl_pages.as_ptr())
             .ok_or_else(|| self.handshake("null mapping".into()))?;
         // SAFETY: `ctrl_pages` is a page-aligned, writable mapping of one page that the
@@ -164,7 +167,7 @@ impl Server {
         })
         .map_err(|e| self.handshake(format!("cannot advertise the channel in XenStore: {e}")))?;
 
-        let monitor = self.monitor(&xs);
+        let monitor = self.monitor(&xs)?;
         let waiter = Waiter::new(events, port, monitor)?;
         let endpoint = Endpoint::new(EndpointParts {
             role: Role::Server,
@@ -175,7 +178,11 @@ impl Server {
             ctrl_region: Region::Shared(ctrl_pages),
             rings: regions,
             waiter,
-            xs_cleanup: Some(xs),
+            advert: Some(Advertisement {
+                xs,
+                ring_ref: ctrl_ref,
+                port,
+            }),
         })?;
         Ok(Vchan::from_parts(endpoint, rx, tx, self.settings()))
     }
@@ -195,14 +202,15 @@ impl Server {
         }
     }
 
-    fn monitor(&self, xs: &vchan_xenif::xenstore::Client) -> Option<Box<dyn PeerMonitor>> {
-        if self.common.watch_peer_domain == Some(false) {
-            return None;
-        }
+    fn monitor(&self, xs: &vchan_xenif::xenstore::Client) -> Result<Option<Box<dyn PeerMonitor>>> {
         let token = format!("vchan-srv:{}:{}", std::process::id(), self.path);
-        ReleaseMonitor::new(xs, self.peer, &token)
-            .ok()
-            .map(|m| Box::new(m) as Box<dyn PeerMonitor>)
+        peer_monitor(
+            xs,
+            self.peer,
+            &self.path,
+            &token,
+            self.common.watch_peer_domain,
+        )
     }
 
     /// The bytes of `side`'s ring: inside the control page, or freshly shared pages whose

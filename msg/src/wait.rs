@@ -132,14 +132,37 @@ impl Waiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Consumes pending events without sleeping; returns whether there were any.
+    /// Consumes pending events — the event channel's and the peer monitor's — without
+    /// sleeping; returns whether there were any. Afterwards the channel's fd is readable only
+    /// for something new, so a caller polling it does not spin on stale readiness (the
+    /// monitor's watch, for one, fires once at registration).
     pub(crate) fn drain(&self) -> Result<bool> {
         let mut any = false;
         while let Some(port) = self.events.pending()? {
             self.events.unmask(port)?;
             any = true;
         }
+        if let Some(m) = &self.monitor {
+            let mut fds = [PollFd::new(m.fd(), PollFlags::POLLIN)];
+            let ready = match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(n) => n > 0,
+                Err(nix::errno::Errno::EINTR) => false,
+                Err(e) => {
+                    return Err(Error::from(vchan_xenif::Error::os(
+                        "poll on the peer-domain watch",
+                        e.into(),
+                    )));
+                }
+            };
+            if ready {
+                any = true;
+                if !m.check()? {
+                    self.lock().peer_gone = true;
+                }
+            }
+        }
         if any {
+            let _st = self.lock();
             self.bump();
         }
         Ok(any)
