@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::broker::{Broker, BrokerConfig};
+use super::broker::{Broker, BrokerConfig, BrokerStats};
 use super::xenstored::{Quotas, Xenstored};
 use crate::error::{Error, Result};
 use crate::types::DomId;
@@ -186,16 +186,21 @@ impl SimHostBuilder {
         let _ = writeln!(lock, "{}", std::process::id());
         clean_stale(&dir);
         let mut hooks = self.hooks;
+        let mut broker = None;
         if let Some(config) = self.broker {
-            let broker = Broker::with_config(&dir, config)
-                .map_err(|e| sim_err(format!("starting the grant/event-channel broker: {e}")))?;
-            hooks.insert(0, Arc::new(broker));
+            let b =
+                Arc::new(Broker::with_config(&dir, config).map_err(|e| {
+                    sim_err(format!("starting the grant/event-channel broker: {e}"))
+                })?);
+            hooks.insert(0, b.clone());
+            broker = Some(b);
         }
         let xenstored = Xenstored::start(&dir, self.quotas, hooks)
             .map_err(|reason| sim_err(format!("starting xenstored: {reason}")))?;
         let host = SimHost {
             dir,
             xenstored,
+            broker,
             _lock: lock,
         };
         for (domid, name) in self.domains {
@@ -227,6 +232,8 @@ fn clean_stale(dir: &Path) {
 pub struct SimHost {
     dir: PathBuf,
     xenstored: Xenstored,
+    /// The broker, when the host runs one (it is also the first hook).
+    broker: Option<Arc<Broker>>,
     _lock: Flock<File>,
 }
 
@@ -301,6 +308,13 @@ impl SimHost {
     /// Open XenStore connections (all domains).
     pub fn connection_count(&self) -> usize {
         self.xenstored.connection_count()
+    }
+
+    /// What the grant/event-channel broker holds right now (grants, mappings, ports,
+    /// connections), or `None` if the host runs without one ([`SimHostBuilder::broker`]).
+    /// For status displays and leak checks.
+    pub fn broker_stats(&self) -> Option<BrokerStats> {
+        self.broker.as_ref().map(|b| b.stats())
     }
 
     /// A XenStore client acting as `domid`.

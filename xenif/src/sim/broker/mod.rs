@@ -86,6 +86,16 @@ pub struct BrokerConfig {
     /// Open handles (grant sharers, grant mappers, event-channel handles) per domain (default
     /// 1024). Each is one connection, hence one descriptor in the host.
     pub max_connections_per_domain: u32,
+    /// Whether releasing (destroying) a domain runs the unmap notifications of everything
+    /// its processes had shared or mapped, as if they had all exited first (default `true`).
+    ///
+    /// `false` is what real Xen does: a destroyed domain's kernel never runs its gntdev or
+    /// gntalloc release code, so the byte is not cleared and no event is sent; its peers
+    /// learn of the destruction only from XenStore's `@releaseDomain` watch (its grants
+    /// still end, its ports still close, and mappings of its pages stay valid until the
+    /// mapper unmaps them). Use it to test that a peer notices a destroyed domain promptly
+    /// without help from the dead side.
+    pub notify_on_release: bool,
 }
 
 impl Default for BrokerConfig {
@@ -95,6 +105,7 @@ impl Default for BrokerConfig {
             max_ports_per_domain: 1023,
             max_mapped_pages_per_domain: 1 << 18,
             max_connections_per_domain: 1024,
+            notify_on_release: true,
         }
     }
 }
@@ -227,9 +238,10 @@ impl Broker {
     }
 
     /// Releases everything domain `domid` holds, as Xen does when a domain is destroyed: its
-    /// connections are closed (so the unmap notifications of its mappings and shares fire),
-    /// its grants end, its ports close (the other ends revert to unbound), and its
-    /// `host.sock` is removed. Returns whether the domain existed.
+    /// connections are closed (the unmap notifications of its mappings and shares fire, unless
+    /// [`BrokerConfig::notify_on_release`] is off), its grants end, its ports close (the other
+    /// ends revert to unbound), and its `host.sock` is removed. Returns whether the domain
+    /// existed.
     pub fn domain_released(&self, domid: DomId) -> bool {
         let socket = self.shared.state().release_domain(domid);
         match socket {
@@ -422,6 +434,67 @@ mod tests {
         match r {
             Some(Err(WireError::Host(msg))) => assert!(msg.contains(want), "{msg}"),
             other => panic!("expected a host error containing {want:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn releasing_a_domain_runs_its_unmap_notifications_only_if_configured() {
+        for notify_on_release in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = BrokerConfig {
+                notify_on_release,
+                ..BrokerConfig::default()
+            };
+            let broker = Broker::with_config(dir.path(), config).unwrap();
+            for d in [0, 1] {
+                broker.domain_created(DomId(d)).unwrap();
+            }
+            // Dom0 shares a page with domain 1 and binds a channel to it; domain 1 maps the
+            // page with an unmap notification (clear byte 20, signal dom0), as a vchan client.
+            let sharer = SimGrantSharer::connect(dir.path(), DomId(0)).unwrap();
+            let shared = sharer.share(DomId(1), 1, Access::ReadWrite).unwrap();
+            let byte = shared.as_ptr().wrapping_add(20);
+            // SAFETY: byte 20 of the one-page share, which `shared` keeps mapped; plain
+            // volatile byte accesses, no reference is formed.
+            unsafe { byte.write_volatile(1) };
+            let ev0 = SimEventChannels::connect(dir.path(), DomId(0)).unwrap();
+            let p0 = ev0.bind_unbound(DomId(1)).unwrap();
+            let ev1 = SimEventChannels::connect(dir.path(), DomId(1)).unwrap();
+            let p1 = ev1.bind_interdomain(DomId(0), p0).unwrap();
+            let mapper = SimGrantMapper::connect(dir.path(), DomId(1)).unwrap();
+            let mapped = mapper
+                .map(DomId(0), shared.refs(), Access::ReadWrite)
+                .unwrap();
+            mapped
+                .set_unmap_notify(crate::UnmapNotify {
+                    clear_byte: Some(20),
+                    event: Some(p1),
+                })
+                .unwrap();
+
+            assert!(broker.domain_released(DomId(1)));
+            let signal = ev0.wait(Some(Duration::from_millis(300))).unwrap();
+            // SAFETY: as above.
+            let value = unsafe { byte.read_volatile() };
+            if notify_on_release {
+                assert_eq!(signal, Some(p0), "the notification did not signal");
+                assert_eq!(value, 0, "the notification did not clear the byte");
+            } else {
+                assert_eq!(signal, None, "a destroyed domain's notification signalled");
+                assert_eq!(
+                    value, 1,
+                    "a destroyed domain's notification cleared the byte"
+                );
+            }
+            // Either way domain 1 holds nothing any more (its mapping, port and pinned port
+            // are gone); dom0's share and its now-unbound port remain.
+            let stats = broker.stats();
+            assert_eq!(
+                (stats.mappings, stats.shares, stats.ports),
+                (0, 1, 1),
+                "{stats:?}"
+            );
+            drop((mapped, mapper, ev1));
         }
     }
 

@@ -916,7 +916,19 @@ impl State {
         }
     }
 
+    /// Drops an unmap notification without running it (its domain was destroyed: no
+    /// kernel of it is left to run it), releasing the port it pinned.
+    fn forget(&mut self, notify: Notify) {
+        if let Some((d, n)) = notify.event {
+            self.unpin(d, n);
+        }
+    }
+
     fn end_share(&mut self, share: ShareId) {
+        self.end_share_notifying(share, true);
+    }
+
+    fn end_share_notifying(&mut self, share: ShareId, notify: bool) {
         let Some(sh) = self.shares.remove(&share) else {
             return;
         };
@@ -926,12 +938,20 @@ impl State {
         if let Some(d) = self.domains.get_mut(&sh.granter) {
             d.grants.release(sh.first_ref);
         }
-        self.fire(sh.notify);
+        if notify {
+            self.fire(sh.notify);
+        } else {
+            self.forget(sh.notify);
+        }
         // Mappings of these pages keep their own reference to the file: the pages live on
         // until the last one ends, as on Xen.
     }
 
     fn end_map(&mut self, map: u64) {
+        self.end_map_notifying(map, true);
+    }
+
+    fn end_map_notifying(&mut self, map: u64, notify: bool) {
         let Some(m) = self.maps.remove(&map) else {
             return;
         };
@@ -941,12 +961,21 @@ impl State {
         if let Some(d) = self.domains.get_mut(&m.domid) {
             d.mapped_pages = d.mapped_pages.saturating_sub(m.pages as usize);
         }
-        self.fire(m.notify);
+        if notify {
+            self.fire(m.notify);
+        } else {
+            self.forget(m.notify);
+        }
     }
 
     /// A connection ended (its process closed it, exited or was killed, or the domain was
     /// released): run the unmap notifications of everything it held and release it all.
     pub(crate) fn close_conn(&mut self, id: ConnId) {
+        self.close_conn_notifying(id, true);
+    }
+
+    /// [`State::close_conn`], running the unmap notifications only if `notify`.
+    fn close_conn_notifying(&mut self, id: ConnId, notify: bool) {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
@@ -956,10 +985,10 @@ impl State {
             }
         }
         for map in conn.maps {
-            self.end_map(map);
+            self.end_map_notifying(map, notify);
         }
         for share in conn.shares {
-            self.end_share(share);
+            self.end_share_notifying(share, notify);
         }
         for port in conn.ports {
             self.close_port(conn.domid, port, false);
@@ -967,7 +996,10 @@ impl State {
     }
 
     /// Releases everything `domid` holds and forgets the domain; returns its socket path.
+    /// The unmap notifications of what it held run only if
+    /// [`BrokerConfig::notify_on_release`] says so.
     pub(crate) fn release_domain(&mut self, domid: DomId) -> Option<PathBuf> {
+        let notify = self.config.notify_on_release;
         if !self.domains.contains_key(&domid) {
             return None;
         }
@@ -978,7 +1010,7 @@ impl State {
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
-            self.close_conn(id);
+            self.close_conn_notifying(id, notify);
         }
         let numbers = self
             .domains
