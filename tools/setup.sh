@@ -33,7 +33,12 @@ if [ -n "$dl" ]; then
         $sudo_ apt-get update -qq
         (cd target/debian/debs && apt-get download -qq "$p")
       }
+      rm -f "target/debian/root/.unpacked-$p"
+    fi
+    # A stamp per package, so that a deleted or partly unpacked tree is unpacked again.
+    if [ ! -f "target/debian/root/.unpacked-$p" ]; then
       dpkg -x target/debian/debs/"${p}"_*.deb target/debian/root
+      touch "target/debian/root/.unpacked-$p"
     fi
   done
 fi
