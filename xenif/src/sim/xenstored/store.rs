@@ -1049,7 +1049,11 @@ impl Store {
         if self.domains.contains(&domid) {
             return Err(ErrorCode::EISCONN);
         }
-        ctl.create(domid).map_err(|_| ErrorCode::EIO)?;
+        ctl.create(domid).map_err(|why| {
+            // The wire carries only an errno: say why on the daemon's standard error.
+            eprintln!("simulated xenstored: cannot introduce domain {domid}: {why}");
+            ErrorCode::EIO
+        })?;
         self.domains.insert(domid);
         let home = domain_path(domid);
         let ro = if domid == DomId::DOM0 {
