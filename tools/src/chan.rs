@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use vchan_msg::{Client, Server, SpinPolicy, Vchan};
 use vchan_xenif::DomId;
 
-use crate::util::parse_size;
+use crate::util::{SetupFailed, parse_secs, parse_size};
 
 /// Which end of the channel this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,9 +29,10 @@ pub struct ChanOpts {
     #[arg(long, value_parser = parse_size, default_value = "0", value_name = "SIZE")]
     pub write_min: usize,
 
-    /// Client: if the server has not advertised the channel yet, wait this many seconds
-    /// for it instead of failing at once
-    #[arg(long, value_name = "SECS")]
+    /// Client: if no live server is advertised at the path yet (none started, or the
+    /// entries of one that was killed), wait this many seconds for one instead of failing at
+    /// once
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub wait: Option<f64>,
 
     /// Spin this many microseconds before sleeping on the event channel (0: never spin)
@@ -65,23 +66,25 @@ impl ChanOpts {
     pub fn client(&self, server: DomId, path: &str) -> Client {
         let mut c = Client::new(server, path).spin(self.spin());
         if let Some(secs) = self.wait {
-            c = c.wait_for_server(Duration::from_secs_f64(secs.max(0.0)));
+            // `parse_secs` admits only what a Duration can hold; saturate anything else (a
+            // value set by code, e.g. the proxy's "forever").
+            let wait = Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX);
+            c = c.wait_for_server(wait);
         }
         c
     }
 
     /// Opens the channel: a server advertises and returns at once (C semantics: the client
-    /// may come later), a client connects.
+    /// may come later), a client connects. Errors are marked [`SetupFailed`] (exit code 3).
     pub fn open(&self, role: RoleArg, domid: DomId, path: &str) -> Result<Vchan> {
         match role {
             RoleArg::Server => self
                 .server(domid, path)
                 .listen()
-                .with_context(|| format!("cannot serve domain {domid} at {path}")),
-            RoleArg::Client => self
-                .client(domid, path)
-                .connect()
-                .with_context(|| format!("cannot connect to domain {domid} at {path}")),
+                .with_context(|| SetupFailed(format!("cannot serve domain {domid} at {path}"))),
+            RoleArg::Client => self.client(domid, path).connect().with_context(|| {
+                SetupFailed(format!("cannot connect to domain {domid} at {path}"))
+            }),
         }
     }
 }

@@ -10,7 +10,7 @@ use vchan_xenif::DomId;
 
 use crate::bridge::{BridgeOpts, bridge};
 use crate::chan::{ChanOpts, RoleArg};
-use crate::util::{parse_size, report};
+use crate::util::{parse_chunk, parse_duration, report};
 
 /// Arguments of `vchan cat`.
 #[derive(Debug, clap::Args)]
@@ -32,19 +32,19 @@ pub struct Args {
     domid: DomId,
     /// XenStore base path of the channel
     path: String,
-    /// Bytes read from the vchan per call
-    #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
+    /// Bytes read from the vchan (and written to stdout) per call, at most 64M
+    #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     read_size: usize,
-    /// Bytes read from stdin (and written to the vchan) per call
-    #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
+    /// Bytes read from stdin (and written to the vchan) per call, at most 64M
+    #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     write_size: usize,
     /// Close the channel as soon as stdin has ended and the peer has read it all
     #[arg(long, conflicts_with = "linger")]
     close_on_eof: bool,
     /// After stdin has ended, close once the peer has sent nothing for SECS seconds
     /// (instead of waiting for the peer to close)
-    #[arg(long, value_name = "SECS")]
-    linger: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    linger: Option<Duration>,
     #[command(flatten)]
     opts: ChanOpts,
 }
@@ -62,7 +62,8 @@ fn cat(args: &Args) -> Result<()> {
     let opts = BridgeOpts {
         chunk: args.read_size.max(args.write_size),
         close_on_input_eof: args.close_on_eof,
-        linger: args.linger.map(|s| Duration::from_secs_f64(s.max(0.001))),
+        // Zero would make every read time out at once: a millisecond is the least.
+        linger: args.linger.map(|d| d.max(Duration::from_millis(1))),
     };
     let (stdin, stdout) = (io::stdin(), io::stdout());
     bridge(chan, stdin.as_fd(), stdout.as_fd(), opts)?;

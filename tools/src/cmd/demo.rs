@@ -16,7 +16,18 @@ use vchan_xenif::DomId;
 use vchan_xenif::sim::broker::BrokerConfig;
 use vchan_xenif::sim::host::SimHost;
 
-use crate::util::{human, parse_size, report};
+use crate::cmd::pump::MAX_PINGS;
+use crate::util::{human, parse_chunk, parse_size, report};
+
+/// Parses a ring size: 1K to 1M.
+fn parse_ring(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if (1024..=1 << 20).contains(&n) => Ok(n),
+        n => Err(format!(
+            "{s:?} ({n} bytes) is out of range: a vchan ring holds 1K to 1M"
+        )),
+    }
+}
 
 /// Arguments of `vchan demo`.
 #[derive(Debug, clap::Args)]
@@ -34,13 +45,13 @@ pub struct Args {
     #[arg(long, value_parser = parse_size, default_value = "512M", value_name = "SIZE")]
     bytes: usize,
     /// Size of each ring (1K … 1M)
-    #[arg(long, value_parser = parse_size, default_value = "1M", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_ring, default_value = "1M", value_name = "SIZE")]
     ring: usize,
-    /// Bytes per write/read call
-    #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
+    /// Bytes per write/read call (at most 64M)
+    #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     chunk: usize,
-    /// Round trips in the latency run (0 skips it)
-    #[arg(long, default_value_t = 20_000)]
+    /// Round trips in the latency run (0 skips it; at most 10000000)
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=MAX_PINGS))]
     pings: u64,
     /// Directory for the simulated host [default: a new temporary directory]
     #[arg(long)]
@@ -146,12 +157,6 @@ fn bar(done: u64, total: u64) -> String {
 }
 
 fn demo(args: &Args) -> Result<()> {
-    if !(1024..=1 << 20).contains(&args.ring) {
-        bail!(
-            "--ring {} is out of range: a vchan ring holds 1K to 1M",
-            args.ring
-        );
-    }
     let tmp;
     let dir = match &args.dir {
         Some(d) => d.clone(),

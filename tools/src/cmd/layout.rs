@@ -10,6 +10,12 @@ use vchan_ring::{Geometry, GeometryError, PAGE_SIZE, RingPlacement, Side};
 
 /// Arguments of `vchan layout`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  \
+                        $ vchan layout --read-min 64K --write-min 1M\n  \
+                        (prints each ring's order, size and place, the grant list and the \
+                        number of grants a server with those sizes uses)\n\n\
+                        Exit codes: 0 done, 2 sizes a server would refuse (above 1M) or bad \
+                        usage.")]
 pub struct Args {
     /// Minimum size of the ring the server reads (the left ring, client to server). Bytes, or
     /// with a K or M suffix (KiB, MiB). At most 1M.

@@ -8,7 +8,7 @@ use vchan_msg::{Error, Vchan};
 use vchan_xenif::DomId;
 
 use crate::chan::{ChanOpts, RoleArg};
-use crate::util::{parse_size, report};
+use crate::util::{parse_chunk, report};
 
 /// Which way the data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,8 +41,8 @@ pub struct Args {
     domid: DomId,
     /// XenStore base path of the channel
     path: String,
-    /// Bytes moved per read/write call
-    #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
+    /// Bytes moved per read/write call (at most 64M)
+    #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     chunk: usize,
     #[command(flatten)]
     opts: ChanOpts,

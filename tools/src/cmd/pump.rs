@@ -14,7 +14,11 @@ use vchan_xenif::DomId;
 
 use crate::chan::{ChanOpts, RoleArg};
 use crate::pattern::Pattern;
-use crate::util::{Mismatch, parse_size, report};
+use crate::util::{Mismatch, parse_chunk, parse_size, report};
+
+/// The most round trips one `--ping` run measures (each is kept for the percentiles:
+/// 8 bytes apiece, 80 MB at most).
+pub const MAX_PINGS: u64 = 10_000_000;
 
 /// Arguments of `vchan pump`.
 #[derive(Debug, clap::Args)]
@@ -45,17 +49,18 @@ pub struct Args {
     /// Bytes to receive and verify [default: the same as --send]
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     expect: Option<usize>,
-    /// Bytes per write and per read call
-    #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
+    /// Bytes per write and per read call (at most 64M)
+    #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     chunk: usize,
     /// Print `progress sent=N recv=N` lines on stderr every quarter second
     #[arg(long)]
     progress: bool,
-    /// Latency mode: this many round trips (the client measures, the server echoes)
-    #[arg(long, value_name = "N")]
+    /// Latency mode: this many round trips, 1 to 10000000 (the client measures, the server
+    /// echoes)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PINGS))]
     ping: Option<u64>,
-    /// Message size in latency mode
-    #[arg(long, value_parser = parse_size, default_value = "64", value_name = "SIZE")]
+    /// Message size in latency mode (at most the smaller ring)
+    #[arg(long, value_parser = parse_chunk, default_value = "64", value_name = "SIZE")]
     msg_size: usize,
     #[command(flatten)]
     opts: ChanOpts,
@@ -250,7 +255,8 @@ fn ping(args: &Args, mut chan: Vchan, n: u64) -> Result<String> {
             Ok(format!("result role=server echoed={n} msg_size={size}"))
         }
         RoleArg::Client => {
-            let mut rtts = Vec::with_capacity(n as usize);
+            // `n` is at most MAX_PINGS (clap), so this is at most 80 MB.
+            let mut rtts = Vec::with_capacity(usize::try_from(n.min(MAX_PINGS)).unwrap_or(0));
             let mut pattern = Pattern::new(seed(RoleArg::Client));
             for i in 0..n {
                 pattern.fill(&mut msg);

@@ -1,16 +1,29 @@
-//! `vchan sim`: run a simulated Xen host (the daemon owning XenStore and, once wired in, the
-//! grant/event-channel broker), print the environment that joins it, and create or destroy
-//! its domains the way Xen's toolstack does (XenStore `INTRODUCE` / `RELEASE` from dom0).
+//! `vchan sim`: run a simulated Xen host (the daemon owning XenStore and the grant/event-channel
+//! broker), print the environment that joins it, and create or destroy its domains the way
+//! Xen's toolstack does (XenStore `INTRODUCE` / `RELEASE` from dom0).
+//!
+//! `vchan sim env N` prints `export` lines for `VCHAN_SIM_DIR`, `VCHAN_SIM_DOMID`,
+//! `XENSTORED_PATH` and, when the drop-in C libraries can be found, `LD_LIBRARY_PATH` (see
+//! [`sim_libs_dir`]); without them it prints a comment saying how to build them.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use vchan_xenif::DomId;
 use vchan_xenif::sim::broker::BrokerConfig;
 use vchan_xenif::sim::host::{SimHost, default_dir, join_env};
 use vchan_xenif::xenstore::Client;
+
+use crate::util::{SetupFailed, UsageError, report};
+
+/// Environment variable naming the directory of the drop-in C libraries
+/// (`libxengnttab.so.1`, `libxenevtchn.so.1`, … as built by `tools/sim-libs.sh`).
+pub const ENV_SIM_LIBS: &str = "VCHAN_SIM_LIBS";
+
+/// The drop-ins a directory must hold to be put in `LD_LIBRARY_PATH`.
+const SIM_LIBS: [&str; 2] = ["libxengnttab.so.1", "libxenevtchn.so.1"];
 
 /// Arguments of `vchan sim`.
 #[derive(Debug, clap::Args)]
@@ -18,7 +31,20 @@ use vchan_xenif::xenstore::Client;
     about = "Run a simulated Xen host, or manage a running one",
     long_about = "Without a subcommand, runs a simulated Xen host in the foreground until \
                   Ctrl-C. Each OS process then acts as one domain of it: \
-                  `eval \"$(vchan sim env N)\"` sets up a shell as domain N."
+                  `eval \"$(vchan sim env N)\"` sets up a shell as domain N.",
+    after_help = "Example:\n  \
+                  $ vchan sim --domains 1 &\n  \
+                  $ eval \"$(vchan sim env 1)\"      # this shell is now domain 1\n  \
+                  $ vchan xs domid                  # prints 1\n  \
+                  $ vchan sim create 2 --name guest2\n  \
+                  $ vchan sim destroy 2\n\n\
+                  `env` also prints LD_LIBRARY_PATH for the drop-in C libraries (unmodified C \
+                  Xen programs then run on the simulated host) when it finds them: in \
+                  $VCHAN_SIM_LIBS, else in the sim-libs directory of the cargo target directory \
+                  holding this binary (built by tools/sim-libs.sh); otherwise it prints a \
+                  comment saying how to build them.\n\n\
+                  Exit codes: 0 done, 1 the operation failed (e.g. the domain exists), 2 bad \
+                  usage, 3 no simulated host (or it cannot start)."
 )]
 pub struct Args {
     /// Host directory [default: $VCHAN_SIM_DIR, else $XDG_RUNTIME_DIR/vchan-sim, else
@@ -29,6 +55,12 @@ pub struct Args {
     /// Domains to create at start, besides dom0 (e.g. --domains 1,2)
     #[arg(long, value_delimiter = ',')]
     domains: Vec<DomId>,
+
+    /// Destroying a domain does not run the unmap notifications of what its processes held,
+    /// as on real Xen (a destroyed domain's kernel never runs them): its peers then learn of
+    /// the destruction only through XenStore's @releaseDomain
+    #[arg(long)]
+    xen_like_release: bool,
 
     #[command(subcommand)]
     action: Option<Action>,
@@ -67,7 +99,7 @@ fn resolve_dir(dir: Option<PathBuf>) -> PathBuf {
 pub fn run(args: Args) -> ExitCode {
     let dir = resolve_dir(args.dir);
     let r = match args.action {
-        None => serve(&dir, &args.domains),
+        None => serve(&dir, &args.domains, args.xen_like_release),
         Some(Action::Env { domid }) => env(&dir, domid),
         Some(Action::Create { domid, name }) => create(&dir, domid, name.as_deref()),
         Some(Action::Destroy { domid }) => destroy(&dir, domid),
@@ -75,14 +107,11 @@ pub fn run(args: Args) -> ExitCode {
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vchan sim: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report("sim", &e),
     }
 }
 
-fn serve(dir: &Path, domains: &[DomId]) -> Result<()> {
+fn serve(dir: &Path, domains: &[DomId], xen_like_release: bool) -> Result<()> {
     // Block the stop signals before any thread exists, so every thread inherits the mask
     // and the main thread alone receives them through sigwait.
     let mut signals = SigSet::empty();
@@ -91,9 +120,18 @@ fn serve(dir: &Path, domains: &[DomId]) -> Result<()> {
     }
     signals.thread_block().context("blocking signals")?;
     let host = SimHost::builder(dir)
-        .broker(BrokerConfig::default())
+        .broker(BrokerConfig {
+            notify_on_release: !xen_like_release,
+            ..BrokerConfig::default()
+        })
         .domains(domains.iter().copied())
-        .start()?;
+        .start()
+        .with_context(|| {
+            SetupFailed(format!(
+                "cannot start a simulated host in {}",
+                dir.display()
+            ))
+        })?;
     print!("{}", banner(&host));
     let sig = signals.wait().context("waiting for a signal")?;
     eprintln!("vchan sim: {sig:?}: stopping");
@@ -132,12 +170,46 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// The `export` lines for domain `domid`.
-fn env_lines(dir: &Path, domid: DomId) -> String {
-    join_env(dir, domid)
+/// Whether `dir` holds the drop-in C libraries.
+fn has_sim_libs(dir: &Path) -> bool {
+    SIM_LIBS.iter().all(|lib| dir.join(lib).is_file())
+}
+
+/// Where the drop-in C libraries are: `$VCHAN_SIM_LIBS` if it is set and not empty (and
+/// then only there: a directory the user chose is not second-guessed), else
+/// `<target>/sim-libs` where `<target>` is the cargo target directory holding this binary
+/// (`<target>/<profile>/vchan`), which is where `tools/sim-libs.sh` puts them. `None` when
+/// the directory looked at lacks `libxengnttab.so.1` or `libxenevtchn.so.1`.
+pub fn sim_libs_dir(env_value: Option<&std::ffi::OsStr>, exe: Option<&Path>) -> Option<PathBuf> {
+    if let Some(v) = env_value.filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(v);
+        return has_sim_libs(&dir).then_some(dir);
+    }
+    let target = exe?.parent()?.parent()?;
+    let dir = target.join("sim-libs");
+    has_sim_libs(&dir).then_some(dir)
+}
+
+/// The `export` lines for domain `domid`; with `libs`, `LD_LIBRARY_PATH` puts that
+/// directory first (keeping what the shell had), else a comment says how to get it.
+fn env_lines(dir: &Path, domid: DomId, libs: Option<&Path>) -> String {
+    let mut out: String = join_env(dir, domid)
         .into_iter()
         .map(|(k, v)| format!("export {k}={}\n", shell_quote(&v)))
-        .collect()
+        .collect();
+    match libs {
+        Some(libs) => out.push_str(&format!(
+            "export LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"\n",
+            shell_quote(&libs.display().to_string())
+        )),
+        None => out.push_str(&format!(
+            "# LD_LIBRARY_PATH not set: the drop-in C libraries ({}) were not found. Build them \
+             with tools/sim-libs.sh (or set {ENV_SIM_LIBS} to their directory) to run unmodified \
+             C Xen programs on the simulated host.\n",
+            SIM_LIBS.join(", ")
+        )),
+    }
+    out
 }
 
 fn env(dir: &Path, domid: DomId) -> Result<()> {
@@ -151,23 +223,25 @@ fn env(dir: &Path, domid: DomId) -> Result<()> {
             dir.display()
         );
     }
-    print!("{}", env_lines(dir, domid));
+    let exe = std::env::current_exe().ok();
+    let libs = sim_libs_dir(std::env::var_os(ENV_SIM_LIBS).as_deref(), exe.as_deref());
+    print!("{}", env_lines(dir, domid, libs.as_deref()));
     Ok(())
 }
 
 fn dom0(dir: &Path) -> Result<Client> {
     Client::connect_sim(dir, DomId::DOM0).with_context(|| {
-        format!(
+        SetupFailed(format!(
             "no simulated host answers in {}: start one with `vchan sim --dir {}`",
             dir.display(),
             dir.display()
-        )
+        ))
     })
 }
 
 fn create(dir: &Path, domid: DomId, name: Option<&str>) -> Result<()> {
     if domid == DomId::DOM0 {
-        bail!("dom0 always exists");
+        return Err(UsageError("dom0 always exists: create domains 1 and up".into()).into());
     }
     let xs = dom0(dir)?;
     xs.introduce(domid, 0, 0)
@@ -183,6 +257,9 @@ fn create(dir: &Path, domid: DomId, name: Option<&str>) -> Result<()> {
 }
 
 fn destroy(dir: &Path, domid: DomId) -> Result<()> {
+    if domid == DomId::DOM0 {
+        return Err(UsageError("dom0 cannot be destroyed: stop the host instead".into()).into());
+    }
     let xs = dom0(dir)?;
     xs.release(domid)
         .with_context(|| format!("destroying domain {domid}"))?;
@@ -213,13 +290,57 @@ mod tests {
 
     #[test]
     fn env_lines_are_shell_safe() {
-        let out = env_lines(Path::new("/tmp/my sim"), DomId(3));
+        let base = "export VCHAN_SIM_DIR='/tmp/my sim'\nexport VCHAN_SIM_DOMID=3\n\
+                    export XENSTORED_PATH='/tmp/my sim/dom3/xenstored.sock'\n";
+        let out = env_lines(Path::new("/tmp/my sim"), DomId(3), None);
+        assert!(out.starts_with(base), "{out}");
+        let hint = &out[base.len()..];
+        assert!(
+            hint.starts_with("# ") && hint.contains("tools/sim-libs.sh"),
+            "{hint}"
+        );
+        assert_eq!(hint.lines().count(), 1, "{hint}");
+        let out = env_lines(
+            Path::new("/tmp/my sim"),
+            DomId(3),
+            Some(Path::new("/l i b")),
+        );
         assert_eq!(
-            out,
-            "export VCHAN_SIM_DIR='/tmp/my sim'\nexport VCHAN_SIM_DOMID=3\n\
-             export XENSTORED_PATH='/tmp/my sim/dom3/xenstored.sock'\n"
+            &out[base.len()..],
+            "export LD_LIBRARY_PATH='/l i b'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"\n"
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn sim_libs_are_found_where_documented() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("target");
+        let exe = target.join("release").join("vchan");
+        let libs = target.join("sim-libs");
+        std::fs::create_dir_all(&libs).unwrap();
+        // Not there yet, or only one of the two.
+        assert_eq!(sim_libs_dir(None, Some(&exe)), None);
+        std::fs::write(libs.join("libxengnttab.so.1"), "").unwrap();
+        assert_eq!(sim_libs_dir(None, Some(&exe)), None);
+        std::fs::write(libs.join("libxenevtchn.so.1"), "").unwrap();
+        assert_eq!(sim_libs_dir(None, Some(&exe)), Some(libs.clone()));
+        // The variable wins, and only when it holds them; empty means unset.
+        let other = root.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        assert_eq!(sim_libs_dir(Some(other.as_os_str()), Some(&exe)), None);
+        for lib in SIM_LIBS {
+            std::fs::write(other.join(lib), "").unwrap();
+        }
+        assert_eq!(
+            sim_libs_dir(Some(other.as_os_str()), Some(&exe)),
+            Some(other.clone())
+        );
+        assert_eq!(
+            sim_libs_dir(Some(std::ffi::OsStr::new("")), Some(&exe)),
+            Some(libs)
+        );
+        assert_eq!(sim_libs_dir(None, None), None);
     }
 
     #[test]

@@ -10,9 +10,21 @@ use anyhow::{Context, Result};
 use vchan_xenif::DomId;
 use vchan_xenif::xenstore::{Client, Perm};
 
+use crate::util::{SetupFailed, report};
+
 /// Arguments of `vchan xs`.
 #[derive(Debug, clap::Args)]
-#[command(about = "Read, write and watch XenStore (real Xen or the simulated host)")]
+#[command(
+    about = "Read, write and watch XenStore (real Xen or the simulated host)",
+    after_help = "Examples (on the simulated host, in a shell joined with \
+                  `eval \"$(vchan sim env 1)\"`):\n  \
+                  $ vchan xs write data/greeting hello   # relative: /local/domain/1/data/…\n  \
+                  $ vchan xs read data/greeting\n  \
+                  $ vchan xs chmod data/greeting n1 r0\n  \
+                  $ vchan xs watch @releaseDomain --count 2\n\n\
+                  Exit codes: 0 done, 1 the operation failed (ENOENT, EACCES…), 2 bad usage, \
+                  3 no XenStore to talk to."
+)]
 pub struct Args {
     /// Request timeout in seconds (0: wait forever)
     #[arg(long, default_value_t = 30)]
@@ -94,15 +106,12 @@ enum Op {
 pub fn run(args: Args) -> ExitCode {
     match exec(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vchan xs: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report("xs", &e),
     }
 }
 
 fn exec(args: Args) -> Result<()> {
-    let xs = Client::connect()?;
+    let xs = Client::connect().context(SetupFailed("cannot connect to XenStore".into()))?;
     xs.set_timeout((args.timeout > 0).then(|| Duration::from_secs(args.timeout)));
     exec_on(&xs, args.op)
 }
