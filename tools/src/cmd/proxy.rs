@@ -7,8 +7,10 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use vchan_msg::{Error, Vchan};
 use vchan_xenif::DomId;
 
 use crate::bridge::{BridgeOpts, Stats, bridge};
@@ -28,12 +30,27 @@ use crate::util::{parse_size, report};
                   client: listen on ENDPOINT (a socket; a fd is a listening socket already); \
                   for each accepted connection, connect to the vchan server (waiting for it) \
                   and carry the data; with `-`, connect at once, carry stdin/stdout, and exit.\n\n\
-                  A session ends when either side closes: the socket's end of input is \
-                  delivered to the peer first, then the vchan is closed.\n\n\
+                  Data goes straight between the socket and the rings (readv/writev into and \
+                  out of ring memory): one copy per hop.\n\n\
+                  How a session ends. A vchan cannot carry a half-close, so when the socket's \
+                  input ends (its peer shut down writing), the proxy first waits until the \
+                  vchan peer has read everything, then keeps forwarding the vchan to the \
+                  socket (answers still arrive) until the vchan peer closes, the socket is \
+                  closed both ways, or nothing has come from the vchan for --linger seconds. \
+                  Nothing the proxy has read is dropped: a byte read from the socket stays in \
+                  the ring until the peer has read it, and a byte read from the ring has been \
+                  written to the socket. When the vchan peer closes, everything it sent is \
+                  written out, then the socket is closed.\n\n\
+                  A failed session (the target socket refuses, an I/O error, a corrupt ring) \
+                  is reported on stderr and the proxy serves the next one, except with \
+                  --once, `-` or a fd (one session: its failure is the exit status). The \
+                  proxy exits when the peer domain is destroyed: there is nothing left to \
+                  serve.\n\n\
                   Example (a guest agent reachable from dom0 through a Unix socket):\n  \
                   domU$ vchan proxy server 0 /local/domain/5/data/vchan/0/agent /run/agent.sock\n  \
                   dom0$ vchan proxy client 5 /local/domain/5/data/vchan/0/agent /run/guest5.sock\n\n\
-                  Exit codes: 0 done, 1 transfer failed, 3 set-up failed."
+                  Exit codes: 0 done, 1 a transfer failed (one-session modes) or the peer \
+                  domain was destroyed, 3 set-up failed."
 )]
 pub struct Args {
     /// server or client (vchan role)
@@ -51,14 +68,41 @@ pub struct Args {
     /// Serve a single session, then exit
     #[arg(long)]
     once: bool,
-    /// Bytes per copy
+    /// Most bytes moved per system call
     #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
     chunk: usize,
+    /// After the socket's input has ended and the vchan peer has read it all, end the
+    /// session once nothing has come from the vchan for SECS seconds (0: as soon as what
+    /// had arrived is written out, like C's vchan-socket-proxy; `inf`: only when the vchan
+    /// peer closes or the socket is closed)
+    #[arg(long, value_parser = parse_linger, default_value = "0.5", value_name = "SECS")]
+    linger: Linger,
     /// Print one line per session on stderr
     #[arg(short, long)]
     verbose: bool,
     #[command(flatten)]
     opts: ChanOpts,
+}
+
+/// How long a session lingers after its input ended (`None`: until the peer closes).
+#[derive(Debug, Clone, Copy)]
+struct Linger(Option<Duration>);
+
+fn parse_linger(s: &str) -> Result<Linger, String> {
+    let t = s.trim();
+    if matches!(t, "inf" | "infinity" | "forever") {
+        return Ok(Linger(None));
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v >= 0.0 => match Duration::try_from_secs_f64(v) {
+            Ok(d) => Ok(Linger(Some(d))),
+            Err(_) => Ok(Linger(None)),
+        },
+        _ => Err(format!(
+            "{s:?} is not a linger time: give seconds (0, 0.5, 10) or `inf` to wait for the \
+             peer to close"
+        )),
+    }
 }
 
 /// Where the non-vchan side of the proxy is.
@@ -117,6 +161,16 @@ impl Conn {
         }
     }
 
+    /// Makes the socket non-blocking, so that a session can always be ended: the bridge
+    /// waits for it with `poll(2)`, never inside `read`/`write`.
+    fn set_nonblocking(&self) -> Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_nonblocking(true),
+            Conn::Tcp(s) => s.set_nonblocking(true),
+        }
+        .context("making the socket non-blocking")
+    }
+
     /// Tells the socket's peer that no more data comes.
     fn finish(&self) {
         let _ = match self {
@@ -134,28 +188,80 @@ fn connect(ep: &Endpoint) -> Result<Conn> {
         Endpoint::Tcp(a) => {
             Conn::Tcp(TcpStream::connect(a).with_context(|| format!("connecting to {a}"))?)
         }
-        _ => unreachable!("only sockets are connected to"),
+        Endpoint::Stdio | Endpoint::Fd(_) => bail!("internal error: only sockets are connected to"),
     })
+}
+
+/// Carries one session between `chan` and a connected socket, then closes both.
+fn carry(chan: Vchan, conn: &Conn, opts: BridgeOpts) -> Result<Stats> {
+    conn.set_nonblocking()?;
+    let stats = bridge(chan, conn.fd(), conn.fd(), opts);
+    conn.finish();
+    stats
+}
+
+/// Whether an error means the peer domain is gone (nothing left to serve).
+fn peer_domain_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<Error>(),
+            Some(Error::PeerDomainGone { .. })
+        )
+    })
+}
+
+/// Counts and reports the sessions of a listening proxy.
+struct Sessions<'a> {
+    args: &'a Args,
+    count: u64,
+}
+
+impl Sessions<'_> {
+    /// Reports a session's outcome. A failed session is reported and the proxy goes on,
+    /// unless the failure is fatal (the peer domain is gone) or this was the only session
+    /// (`--once`): then the error is returned.
+    fn done(&mut self, outcome: Result<Stats>) -> Result<()> {
+        self.count += 1;
+        let n = self.count;
+        match outcome {
+            Ok(s) => {
+                if self.args.verbose {
+                    eprintln!(
+                        "vchan proxy: session {n}: {} bytes to the vchan, {} bytes from it; {}",
+                        s.to_vchan, s.from_vchan, s.end
+                    );
+                }
+                Ok(())
+            }
+            Err(e) if self.args.once || peer_domain_gone(&e) => Err(e),
+            Err(e) => {
+                eprintln!("vchan proxy: session {n} failed: {e:#}; serving the next one");
+                Ok(())
+            }
+        }
+    }
 }
 
 fn proxy(args: &Args) -> Result<()> {
     let ep = parse_endpoint(&args.endpoint)?;
     let bopts = BridgeOpts {
         chunk: args.chunk,
-        close_on_input_eof: true,
-        linger: None,
+        close_on_input_eof: false,
+        linger: args.linger.0,
     };
-    let log = |what: &str, s: &Stats| {
+    let log = |s: &Stats| {
         if args.verbose {
             eprintln!(
-                "vchan proxy: {what}: {} bytes to the vchan, {} bytes from it",
-                s.to_vchan, s.from_vchan
+                "vchan proxy: session: {} bytes to the vchan, {} bytes from it; {}",
+                s.to_vchan, s.from_vchan, s.end
             );
         }
     };
+    let mut sessions = Sessions { args, count: 0 };
     match args.role {
         RoleArg::Server => {
             let server = args.opts.server(args.domid, &args.path);
+            let mut withdraw = Withdraw::default();
             // Advertise before announcing readiness, so that "running" means "connect now".
             let mut chan = server
                 .listen()
@@ -167,20 +273,23 @@ fn proxy(args: &Args) -> Result<()> {
                 match &ep {
                     Endpoint::Stdio => {
                         let s = bridge(chan, io::stdin().as_fd(), io::stdout().as_fd(), bopts)?;
-                        log("session", &s);
+                        log(&s);
                         return Ok(());
                     }
                     Endpoint::Fd(fd) => {
                         let fd = borrow_fd(*fd)?;
                         let s = bridge(chan, fd, fd, bopts)?;
-                        log("session", &s);
+                        log(&s);
                         return Ok(());
                     }
-                    _ => {
-                        let conn = connect(&ep)?;
-                        let s = bridge(chan, conn.fd(), conn.fd(), bopts)?;
-                        conn.finish();
-                        log("session", &s);
+                    Endpoint::Unix(_) | Endpoint::Tcp(_) => {
+                        if !args.opts.persistent {
+                            withdraw.advertisement(&args.path);
+                        }
+                        // A target that refuses fails this session only: the vchan client
+                        // sees the channel close, and the next one is served.
+                        let outcome = connect(&ep).and_then(|conn| carry(chan, &conn, bopts));
+                        sessions.done(outcome)?;
                     }
                 }
                 if args.once {
@@ -205,7 +314,7 @@ fn proxy(args: &Args) -> Result<()> {
                         .connect()
                         .context("cannot connect to the vchan server")?;
                     let s = bridge(chan, io::stdin().as_fd(), io::stdout().as_fd(), bopts)?;
-                    log("session", &s);
+                    log(&s);
                     return Ok(());
                 }
                 // A listening socket handed to us by number (systemd-style activation).
@@ -222,13 +331,16 @@ fn proxy(args: &Args) -> Result<()> {
             };
             write_state(args)?;
             loop {
-                let conn = listener.accept()?;
-                let chan = client
+                let Some(conn) = listener.accept()? else {
+                    continue;
+                };
+                let outcome = client
                     .connect()
-                    .context("cannot connect to the vchan server")?;
-                let s = bridge(chan, conn.fd(), conn.fd(), bopts)?;
+                    .context("cannot connect to the vchan server")
+                    .and_then(|chan| carry(chan, &conn, bopts));
+                // Closes the connection of a session that could not start, too.
                 conn.finish();
-                log("session", &s);
+                sessions.done(outcome)?;
                 if args.once {
                     return Ok(());
                 }
@@ -243,11 +355,62 @@ enum Listener {
 }
 
 impl Listener {
-    fn accept(&self) -> Result<Conn> {
-        Ok(match self {
-            Listener::Unix(l) => Conn::Unix(l.accept().context("accept")?.0),
-            Listener::Tcp(l) => Conn::Tcp(l.accept().context("accept")?.0),
-        })
+    /// The next connection. `Ok(None)`: a failure that concerns this connection only (it
+    /// was aborted) or passes (out of file descriptors or memory: reported, and retried
+    /// after a pause); other failures (the listening socket is unusable) are errors.
+    fn accept(&self) -> Result<Option<Conn>> {
+        let r = match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Conn::Tcp(s)),
+        };
+        match r {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => Ok(None),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    eprintln!("vchan proxy: accept: {e}; retrying in a moment");
+                    std::thread::sleep(Duration::from_millis(100));
+                    Ok(None)
+                }
+                _ => Err(e).context("accept on the listening socket"),
+            },
+        }
+    }
+}
+
+/// Withdraws a served channel's XenStore advertisement once its client has connected.
+///
+/// Each session has a channel of its own, advertised at the same path. A client that
+/// connects while a session is still ending (its client gone, the proxy not yet aware) would
+/// otherwise find the entries of that used channel and join it, only to see it close. With
+/// the entries gone it waits for the next session's channel instead. (Not in persistent
+/// mode, whose point is that clients reconnect to the same rings.)
+#[derive(Default)]
+struct Withdraw {
+    xs: Option<vchan_xenif::xenstore::Client>,
+    warned: bool,
+}
+
+impl Withdraw {
+    fn advertisement(&mut self, path: &str) {
+        let result = match &self.xs {
+            Some(xs) => xs.rm(path),
+            None => vchan_xenif::xenstore::Client::connect().and_then(|xs| {
+                let r = xs.rm(path);
+                self.xs = Some(xs);
+                r
+            }),
+        };
+        if let Err(e) = result {
+            if !self.warned {
+                self.warned = true;
+                eprintln!(
+                    "vchan proxy: warning: cannot withdraw the advertisement at {path} while a \
+                     session runs ({e}); a client connecting as a session ends may join the \
+                     ending one and see it close"
+                );
+            }
+        }
     }
 }
 
