@@ -60,10 +60,11 @@ pub fn run(args: Args) -> ExitCode {
 fn cat(args: &Args) -> Result<()> {
     let chan = args.opts.open(args.role, args.domid, &args.path)?;
     let opts = BridgeOpts {
+        // The bridge moves at most one size per system call in both directions; until it
+        // takes one per direction, the larger of the two is used for both.
         chunk: args.read_size.max(args.write_size),
         close_on_input_eof: args.close_on_eof,
-        // Zero would make every read time out at once: a millisecond is the least.
-        linger: args.linger.map(|d| d.max(Duration::from_millis(1))),
+        linger: args.linger,
     };
     let (stdin, stdout) = (io::stdin(), io::stdout());
     bridge(chan, stdin.as_fd(), stdout.as_fd(), opts)?;
