@@ -697,3 +697,90 @@ fn sim_env_points_c_programs_at_the_drop_in_libraries() {
     let (_, ld) = sim_env_in_bash(&copy, &dir, None);
     assert_eq!(ld, format!("{}:/before", target.join("sim-libs").display()));
 }
+
+/// `vchan sim --xen-like-release` as a daemon: destroying a domain (`vchan sim destroy`) runs
+/// none of its unmap notifications, so a dom0 server blocked on its channel learns of it only
+/// through `@releaseDomain` — and still fails promptly, with the domain named as gone.
+#[test]
+fn the_sim_daemon_destroys_domains_as_xen_does() {
+    let dir = tempfile::Builder::new()
+        .prefix("vd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path().to_str().unwrap().to_owned();
+    let bin = env!("CARGO_BIN_EXE_vchan");
+    let mut daemon = Command::new(bin)
+        .args(["sim", "--dir", &d, "--domains", "1", "--xen-like-release"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(daemon.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    assert!(banner.contains("simulated Xen host running"), "{banner}");
+    let joined = |domid: u16| {
+        let mut c = Command::new(bin);
+        c.env_remove("XENSTORED_PATH");
+        for (k, v) in vchan_xenif::sim::host::join_env(dir.path(), DomId(domid)) {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let p = path(70);
+    let mut server = joined(0)
+        .args(["pump", "server", "1", &p, "--send", "100G", "--progress"])
+        .spawn()
+        .unwrap();
+    let mut client = joined(1)
+        .args(["pump", "client", "0", &p, "--send", "100G", "--wait", "30"])
+        .spawn()
+        .unwrap();
+    let err = server.stderr.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    let collector = thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+            let _ = line_tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    loop {
+        let line = line_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no progress from the server");
+        if line.starts_with("progress") && !line.contains("recv=0") {
+            break;
+        }
+    }
+    let destroyed_at = Instant::now();
+    let out = joined(0)
+        .args(["sim", "--dir", &d, "destroy", "1"])
+        .output()
+        .unwrap();
+    ok(&out, "sim destroy");
+    let status = wait_output(server, Duration::from_secs(10)).status;
+    let took = destroyed_at.elapsed();
+    let msg = collector.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{msg}");
+    assert!(msg.contains("domain 1 no longer exists"), "{msg}");
+    assert!(took < Duration::from_secs(1), "the server took {took:?}");
+    eprintln!("domain destroyed (xen-like): the server exited after {took:?}");
+    let _ = client.kill();
+    let _ = client.wait();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+}
