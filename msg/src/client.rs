@@ -110,27 +110,31 @@ impl Client {
         let (ring_ref, remote_port) = self.read_keys(xs)?;
 
         let events = backend.event_channels()?;
-        let port = events
-            .bind_interdomain(self.server, remote_port)
-            .map_err(|e| {
-                Failure::Stale(self.handshake(format!(
+        let port =
+            events
+                .bind_interdomain(self.server, remote_port)
+                .map_err(|e| {
+                    Failure::stale_if_gone(&e, self.handshake(format!(
                     "cannot bind to event channel {remote_port} of domain {}: {e}. The entries \
                      at the path are stale: the server that wrote them is gone (killed, or it \
                      crashed without closing). Restart the server, or let the client wait for \
                      it",
                     self.server
                 )))
-            })?;
+                })?;
         let mapper = backend.grant_mapper()?;
         let ctrl_map = mapper
             .map(self.server, &[ring_ref], Access::ReadWrite)
             .map_err(|e| {
-                Failure::Stale(self.handshake(format!(
-                    "cannot map the control page (grant {ring_ref} of domain {}): {e}. The \
+                Failure::stale_if_gone(
+                    &e,
+                    self.handshake(format!(
+                        "cannot map the control page (grant {ring_ref} of domain {}): {e}. The \
                      server that advertised it is probably gone; restart it, or let the \
                      client wait for it",
-                    self.server
-                )))
+                        self.server
+                    )),
+                )
             })?;
         ctrl_map.set_unmap_notify(UnmapNotify {
             clear_byte: Some(CLI_LIVE_OFFSET),
@@ -316,14 +320,15 @@ impl Client {
             });
         }
         let refs: Vec<GrantRef> = ctrl.grant_refs(geometry, side).map(GrantRef).collect();
-        let pages = mapper.map(self.server, &refs, access).map_err(|e| {
-            Failure::Stale(self.handshake(format!(
+        let pages =
+            mapper.map(self.server, &refs, access).map_err(|e| {
+                Failure::stale_if_gone(&e, self.handshake(format!(
                 "cannot map the {side} ring ({} pages granted by domain {}): {e}. The server \
                  that advertised it is probably gone; restart it, or let the client wait for it",
                 refs.len(),
                 self.server
             )))
-        })?;
+            })?;
         if pages.len() < order.size() {
             return Err(Failure::Fatal(self.handshake(format!(
                 "the {side} ring mapping has {} bytes, expected {}",
@@ -363,6 +368,18 @@ enum Failure {
 }
 
 impl Failure {
+    /// `error`, as [`Failure::Stale`] if `cause` says the port or grant named in XenStore
+    /// does not exist (any more), as [`Failure::Fatal`] otherwise (a limit, an OS error:
+    /// waiting for a new server would not help).
+    fn stale_if_gone(cause: &vchan_xenif::Error, error: Error) -> Failure {
+        match cause {
+            vchan_xenif::Error::Port { .. } | vchan_xenif::Error::GrantDenied { .. } => {
+                Failure::Stale(error)
+            }
+            _ => Failure::Fatal(error),
+        }
+    }
+
     fn into_error(self) -> Error {
         match self {
             Failure::Absent(e) | Failure::Stale(e) | Failure::Fatal(e) => e,
