@@ -759,7 +759,11 @@ impl WriteHalf {
 ///
 /// Dropping it (or the last of its [`split`](Vchan::split) halves) closes it as C does: the
 /// rings are unmapped, our live byte is cleared and the peer signalled, and a server removes
-/// its XenStore entries.
+/// its XenStore entries — unless they are no longer its own (a newer channel listening at the
+/// same path, e.g. a server that listened again before dropping this one, keeps its entries).
+///
+/// Once either half finds the ring corrupt, every operation on both halves fails with the
+/// same [`Error::Corrupt`]: close the channel.
 pub struct Vchan {
     reader: ReadHalf,
     writer: WriteHalf,
