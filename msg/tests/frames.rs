@@ -713,3 +713,155 @@ fn fill_frame(
     }
     Ok(len)
 }
+
+fn raw_header(tag: u32, len: u32) -> Vec<u8> {
+    let mut h = tag.to_le_bytes().to_vec();
+    h.extend_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// Channel level, reader side: a hand-driven writer (raw stream bytes on the other end)
+/// publishes a lone skip marker while the frame reader waits (asleep, spinning, or between
+/// looks, as the pause before it varies), and then waits itself for the marker's space,
+/// which its next frame needs. The reader must step over the marker, give its space back
+/// and signal, and still be woken by the frame that follows. A lost wake-up on either side
+/// is a timeout, and fails the test.
+#[test]
+fn a_lone_skip_marker_meets_a_waiting_frame_reader() {
+    let host = Host::new();
+    for (k, spin) in [SpinPolicy::OFF, SpinPolicy::default()]
+        .into_iter()
+        .enumerate()
+    {
+        // The server reads the 1 KiB ring the client writes.
+        let (server, mut client) = host.pair_spinning(400 + k as u32, 0, 0, spin);
+        let (mut r, _sw) = server.into_frames().unwrap();
+        r.set_timeout(Some(Duration::from_secs(10)));
+        assert_eq!(r.capacity(), 1024);
+        let (tx_frames, rx_frames) = std::sync::mpsc::channel();
+        let reader = thread::spawn(move || {
+            loop {
+                let f = match r.recv() {
+                    Ok(f) => f,
+                    Err(e) => return Err(e),
+                };
+                let got = (f.tag(), f.to_vec());
+                drop(f); // gives the space back (and signals a waiting writer)
+                if got.0 == 0 {
+                    return Ok(());
+                }
+                tx_frames.send(got).unwrap();
+            }
+        });
+        let pauses = [0u64, 0, 10, 100, 1000, 20_000];
+        let expect = |what: &str, round: u32, frame: (u32, Vec<u8>)| match rx_frames
+            .recv_timeout(Duration::from_secs(10))
+        {
+            Ok(got) => assert!(got == frame, "spin {spin:?}, round {round}: {what} differs"),
+            Err(e) => panic!("spin {spin:?}, round {round}: {what} never arrived: {e}"),
+        };
+        // Where the hand-driven writer is in the ring.
+        let mut at = 0usize;
+        for round in 0..60u32 {
+            if at > 512 {
+                // A frame that ends exactly at the ring's end (no skip marker).
+                let body = pattern(2000 + u64::from(round), 1024 - at - 8);
+                client
+                    .write_all(&[raw_header(3, body.len() as u32), body.clone()].concat())
+                    .unwrap();
+                expect("the filler frame", round, (3, body));
+                at = 0;
+            }
+            let small = 16 + 8 * (round as usize % 8);
+            let body = pattern(u64::from(round), small);
+            client
+                .write_all(&[raw_header(1, small as u32), body.clone()].concat())
+                .unwrap();
+            expect("the small frame", round, (1, body));
+            at += small + 8;
+            // The reader waits for the next frame now (or soon).
+            thread::sleep(Duration::from_micros(pauses[round as usize % pauses.len()]));
+            let room = 1024 - at;
+            let mut skip = raw_header(TAG_SKIP, (room - 8) as u32);
+            skip.resize(room, 0xAB);
+            client.write_all(&skip).unwrap();
+            // The next frame goes at offset 0 and is larger than the `at` bytes free: the
+            // marker's space must come back first.
+            let footprint = at + 8 + 8 * (round as usize % 5);
+            client
+                .writer()
+                .wait_writable(footprint, Some(Duration::from_secs(10)))
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "spin {spin:?}, round {round}: the skip marker's space never came \
+                         back: {e}"
+                    )
+                });
+            let body = pattern(1000 + u64::from(round), footprint - 8);
+            client
+                .write_all(&[raw_header(2, body.len() as u32), body.clone()].concat())
+                .unwrap();
+            expect("the frame after the skip marker", round, (2, body));
+            at = footprint;
+        }
+        client.write_all(&raw_header(0, 0)).unwrap();
+        reader.join().unwrap().unwrap();
+    }
+}
+
+/// Channel level, writer side: a frame that does not fit before the ring's end makes the
+/// frame writer publish a skip marker and wait for space; a hand-driven reader (raw stream
+/// reads on the other end) sees the marker exactly as the wire format says, consumes it
+/// with the frames before it, and the waiting writer is woken and places its frame at
+/// offset 0.
+#[test]
+fn a_frame_writer_waiting_behind_its_skip_marker_is_woken() {
+    let host = Host::new();
+    // The server writes the 2 KiB ring the client reads.
+    let (server, mut client) = host.pair(410, 0, 0);
+    let (_sr, mut w) = server.into_frames().unwrap();
+    w.set_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(w.capacity(), 2048);
+    let writer = thread::spawn(move || {
+        for round in 0..100u64 {
+            // 600 + 1400: the big one never fits after the small one without the marker's
+            // space (and the small one's) coming back.
+            w.send(1, pattern(round, 592).as_slice())?;
+            w.send(2, pattern(round + 7, 1392).as_slice())?;
+        }
+        Ok::<_, FrameError>(w)
+    });
+    let at = std::cell::Cell::new(0usize);
+    let mut read = |n: usize| {
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            got += client.read(&mut buf[got..]).unwrap();
+        }
+        at.set((at.get() + n) % 2048);
+        buf
+    };
+    for round in 0..100u64 {
+        for (tag, len, seed) in [(1u32, 592usize, round), (2, 1392, round + 7)] {
+            let mut head = read(8);
+            let mut htag = u32::from_le_bytes(head[..4].try_into().unwrap());
+            if htag == TAG_SKIP {
+                let skip_len = u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
+                let room = skip_len + 8;
+                // The marker says "the rest of the ring", exactly.
+                let _ = read(skip_len);
+                assert_eq!(at.get(), 0, "round {round}: a skip marker of {room} bytes");
+                head = read(8);
+                htag = u32::from_le_bytes(head[..4].try_into().unwrap());
+            }
+            let hlen = u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
+            assert_eq!((htag, hlen), (tag, len), "round {round}");
+            let body = read(len.div_ceil(8) * 8);
+            assert!(
+                body[..len] == pattern(seed, len)[..],
+                "round {round}, tag {tag}"
+            );
+        }
+    }
+    writer.join().unwrap().unwrap();
+}
