@@ -15,7 +15,7 @@ use vchan_xenif::DomId;
 
 use crate::bridge::{BridgeOpts, Stats, bridge};
 use crate::chan::{ChanOpts, RoleArg};
-use crate::util::{parse_size, report};
+use crate::util::{SetupFailed, UsageError, parse_chunk, report};
 
 /// Arguments of `vchan proxy`.
 #[derive(Debug, clap::Args)]
@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long)]
     once: bool,
     /// Most bytes moved per system call
-    #[arg(long, value_parser = parse_size, default_value = "64K", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     chunk: usize,
     /// After the socket's input has ended and the vchan peer has read it all, end the
     /// session once nothing has come from the vchan for SECS seconds (0: as soon as what
@@ -243,7 +243,7 @@ impl Sessions<'_> {
 }
 
 fn proxy(args: &Args) -> Result<()> {
-    let ep = parse_endpoint(&args.endpoint)?;
+    let ep = parse_endpoint(&args.endpoint).map_err(|e| UsageError(format!("{e:#}")))?;
     let bopts = BridgeOpts {
         chunk: args.chunk,
         close_on_input_eof: false,
@@ -265,7 +265,7 @@ fn proxy(args: &Args) -> Result<()> {
             // Advertise before announcing readiness, so that "running" means "connect now".
             let mut chan = server
                 .listen()
-                .with_context(|| format!("cannot serve at {}", args.path))?;
+                .with_context(|| SetupFailed(format!("cannot serve at {}", args.path)))?;
             write_state(args)?;
             loop {
                 chan.wait_connected(None)
@@ -297,7 +297,7 @@ fn proxy(args: &Args) -> Result<()> {
                 }
                 chan = server
                     .listen()
-                    .with_context(|| format!("cannot serve at {}", args.path))?;
+                    .with_context(|| SetupFailed(format!("cannot serve at {}", args.path)))?;
             }
         }
         RoleArg::Client => {
@@ -312,7 +312,7 @@ fn proxy(args: &Args) -> Result<()> {
                     write_state(args)?;
                     let chan = client
                         .connect()
-                        .context("cannot connect to the vchan server")?;
+                        .context(SetupFailed("cannot connect to the vchan server".into()))?;
                     let s = bridge(chan, io::stdin().as_fd(), io::stdout().as_fd(), bopts)?;
                     log(&s);
                     return Ok(());
@@ -320,13 +320,14 @@ fn proxy(args: &Args) -> Result<()> {
                 // A listening socket handed to us by number (systemd-style activation).
                 Endpoint::Fd(fd) => Listener::Unix(UnixListener::from(owned_fd(*fd)?)),
                 Endpoint::Unix(p) => Listener::Unix(UnixListener::bind(p).with_context(|| {
-                    format!(
+                    SetupFailed(format!(
                         "cannot listen on {} (remove a stale socket file first)",
                         p.display()
-                    )
+                    ))
                 })?),
                 Endpoint::Tcp(a) => Listener::Tcp(
-                    TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?,
+                    TcpListener::bind(a)
+                        .with_context(|| SetupFailed(format!("cannot listen on {a}")))?,
                 ),
             };
             write_state(args)?;
@@ -416,31 +417,39 @@ impl Withdraw {
 
 fn write_state(args: &Args) -> Result<()> {
     if let Some(p) = &args.state_path {
-        let xs = vchan_xenif::xenstore::Client::connect()?;
+        let xs = vchan_xenif::xenstore::Client::connect().with_context(|| {
+            SetupFailed(format!(
+                "cannot connect to XenStore to write \"running\" to {p}"
+            ))
+        })?;
         xs.write(p, "running")
-            .with_context(|| format!("writing \"running\" to {p}"))?;
+            .with_context(|| SetupFailed(format!("writing \"running\" to {p}")))?;
     }
     Ok(())
 }
 
+/// Checks that a descriptor number given on the command line is open (bad usage if not).
 fn check_fd(fd: i32) -> Result<()> {
-    nix::fcntl::fcntl(unsafe_free_borrow(fd)?, nix::fcntl::FcntlArg::F_GETFD)
-        .with_context(|| format!("file descriptor {fd} is not open"))?;
+    if fd < 0 {
+        bail!(UsageError(format!("{fd} is not a file descriptor")));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; any integer is a valid argument (a
+    // number that is not an open descriptor answers EBADF).
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        let e = io::Error::last_os_error();
+        bail!(UsageError(format!(
+            "file descriptor {fd} is not open ({e})"
+        )));
+    }
     Ok(())
 }
 
 /// Borrows a descriptor number given on the command line, after checking that it is open.
 fn borrow_fd(fd: i32) -> Result<BorrowedFd<'static>> {
     check_fd(fd)?;
-    unsafe_free_borrow(fd)
-}
-
-fn unsafe_free_borrow(fd: i32) -> Result<BorrowedFd<'static>> {
-    if fd < 0 {
-        bail!("{fd} is not a file descriptor");
-    }
-    // SAFETY: the descriptor number came from our command line, which hands it to this
-    // process for its whole life; we never close it, so it stays valid for 'static.
+    // SAFETY: the descriptor is open (checked) and came from our command line, which hands
+    // it to this process for its whole life; we never close it, so it stays valid for
+    // 'static.
     Ok(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
