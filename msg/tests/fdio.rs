@@ -16,6 +16,9 @@ use vchan_xenif::sim::broker::BrokerConfig;
 use vchan_xenif::sim::host::SimHost;
 use vchan_xenif::{Backend, DomId};
 
+/// The longest any blocking call of these tests may wait.
+const LIMIT: Duration = Duration::from_secs(20);
+
 struct Host {
     host: SimHost,
     _dir: tempfile::TempDir,
@@ -57,18 +60,24 @@ impl Host {
             .connect()
             .unwrap();
         assert_eq!(server.write_capacity(), ring.max(2048));
-        let (sr, sw) = server.split();
-        let (cr, cw) = client.split();
+        let (sr, mut sw) = server.split();
+        let (mut cr, cw) = client.split();
+        // A lost wake-up fails the test instead of hanging it.
+        sw.set_timeout(Some(LIMIT));
+        cr.set_timeout(Some(LIMIT));
         (sw, cr, (sr, cw))
     }
 
     /// Like [`Host::pair`], whole channels.
     fn channels(&self, port: u32, ring: usize) -> (Vchan, Vchan) {
         let (sw, cr, (sr, cw)) = self.pair(port, ring);
-        (
+        let (mut server, mut client) = (
             Vchan::unsplit(sr, sw).unwrap(),
             Vchan::unsplit(cr, cw).unwrap(),
-        )
+        );
+        server.set_timeout(Some(LIMIT));
+        client.set_timeout(Some(LIMIT));
+        (server, client)
     }
 }
 
@@ -209,6 +218,7 @@ fn non_blocking_unix_sockets_move_nothing_when_they_cannot() {
     // One thread drives both directions, so neither may wait: a full ring is the channel's
     // WouldBlock, an empty socket the fd's.
     w.set_mode(Mode::NonBlocking);
+    r.set_mode(Mode::NonBlocking);
     let mut out = 0usize;
     while out < 200_000 {
         while sent < 200_000 {
@@ -221,6 +231,8 @@ fn non_blocking_unix_sockets_move_nothing_when_they_cannot() {
         }
         match r.write_to_fd(proxy_out.as_fd(), 1 << 20) {
             Ok(n) => out += n,
+            // The output socket is full, or the ring empty (the feeder is behind).
+            Err(Error::WouldBlock) => thread::sleep(Duration::from_millis(1)),
             Err(e) if is_fd_would_block(&e) => thread::sleep(Duration::from_millis(1)),
             Err(e) => panic!("{e}"),
         }
