@@ -52,8 +52,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// How a bridge copies and ends.
 #[derive(Debug, Clone, Copy)]
 pub struct BridgeOpts {
-    /// Most bytes moved per system call.
-    pub chunk: usize,
+    /// Most bytes read from the input into the vchan per system call.
+    pub input_chunk: usize,
+    /// Most bytes written from the vchan to the output per system call.
+    pub output_chunk: usize,
     /// Once the input has ended and the peer has read all of it, write out what the peer had
     /// already sent and end the session (the same as a zero [`linger`](BridgeOpts::linger)).
     pub close_on_input_eof: bool,
@@ -150,7 +152,7 @@ pub fn bridge(
     let shutdown = chan.shutdown_handle();
     let (reader, writer) = chan.split();
     let linger = opts.effective_linger();
-    let chunk = opts.chunk.max(1);
+    let (input_chunk, output_chunk) = (opts.input_chunk.max(1), opts.output_chunk.max(1));
     let (wake, wake_on_drop) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the session's wake-up pipe")?;
     let shared = Shared {
@@ -166,7 +168,7 @@ pub fn bridge(
         let sh = &shared;
         s.spawn(move || {
             let mut writer = writer;
-            let r = input_to_vchan(input, &mut writer, chunk, sh);
+            let r = input_to_vchan(input, &mut writer, input_chunk, sh);
             let delivered = matches!(r, Ok(InputEnd::Delivered));
             if delivered {
                 let _ = sh.delivered_at.set(Instant::now());
@@ -179,7 +181,7 @@ pub fn bridge(
         let done = done_tx;
         s.spawn(move || {
             let mut reader = reader;
-            let r = vchan_to_output(&mut reader, output, chunk, linger, sh);
+            let r = vchan_to_output(&mut reader, output, output_chunk, linger, sh);
             let _ = done.send(Done::Output(r));
         });
         let end = loop {

@@ -101,12 +101,17 @@ fn xen_setup_only(e: &vchan_xenif::Error) -> bool {
 /// everything else — a XenStore or event-channel failure in the middle of a transfer is a
 /// failed transfer, not a set-up problem.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|c| c.downcast_ref::<Mismatch>().is_some()) {
+    // `downcast_ref` on the error itself also sees through `.context(...)` layers, which
+    // `chain()` hands back as their wrapper type.
+    if err.downcast_ref::<Mismatch>().is_some()
+        || err.chain().any(|c| c.downcast_ref::<Mismatch>().is_some())
+    {
         return exit::MISMATCH;
     }
-    if err
-        .chain()
-        .any(|c| c.downcast_ref::<UsageError>().is_some())
+    if err.downcast_ref::<UsageError>().is_some()
+        || err
+            .chain()
+            .any(|c| c.downcast_ref::<UsageError>().is_some())
     {
         return exit::USAGE;
     }
@@ -243,6 +248,11 @@ mod tests {
         assert_eq!(code_for(&closed), exit::FAILED);
         let mismatch = anyhow::Error::from(Mismatch { offset: 3 }).context("x");
         assert_eq!(code_for(&mismatch), exit::MISMATCH);
+        // A usage error given as the context of a lower-level one is still a usage error.
+        let usage = Err::<(), _>(std::io::Error::other("bad fd"))
+            .context(UsageError("--fd 9 is not open".into()))
+            .unwrap_err();
+        assert_eq!(code_for(&usage), exit::USAGE);
         let no_xen: anyhow::Error =
             Error::Xen(vchan_xenif::Error::InvalidArgument("x".into())).into();
         assert_eq!(code_for(&no_xen), exit::FAILED);

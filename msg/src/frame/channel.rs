@@ -93,7 +93,7 @@ impl FrameReader {
         fault: &mut Option<(u32, Malformation)>,
     ) -> crate::Result<Option<Located>> {
         if ep.is_shut_down() {
-            return Err(Error::Closed);
+            return Err(ep.stopped());
         }
         // The look, the publish of a skip marker stepped over, and the request for a signal
         // are one protocol, shared with the ring-level reader and tested there against a
@@ -347,7 +347,7 @@ impl FrameWriter {
             let ep = waiting.ep;
             waiting.run(|request| {
                 if ep.is_shut_down() {
-                    return Err(Error::Closed);
+                    return Err(ep.stopped());
                 }
                 // Three rounds at most: a skip marker, then the frame, each possibly after
                 // space appeared.

@@ -38,7 +38,8 @@ pub struct Args {
     /// Bytes read from stdin (and written to the vchan) per call, at most 64M
     #[arg(long, value_parser = parse_chunk, default_value = "64K", value_name = "SIZE")]
     write_size: usize,
-    /// Close the channel as soon as stdin has ended and the peer has read it all
+    /// Close the channel as soon as stdin has ended and the peer has read it all (what the
+    /// peer had already sent is written out first)
     #[arg(long, conflicts_with = "linger")]
     close_on_eof: bool,
     /// After stdin has ended, close once the peer has sent nothing for SECS seconds
@@ -60,9 +61,8 @@ pub fn run(args: Args) -> ExitCode {
 fn cat(args: &Args) -> Result<()> {
     let chan = args.opts.open(args.role, args.domid, &args.path)?;
     let opts = BridgeOpts {
-        // The bridge moves at most one size per system call in both directions; until it
-        // takes one per direction, the larger of the two is used for both.
-        chunk: args.read_size.max(args.write_size),
+        input_chunk: args.write_size,
+        output_chunk: args.read_size,
         close_on_input_eof: args.close_on_eof,
         linger: args.linger,
     };

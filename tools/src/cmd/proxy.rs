@@ -245,7 +245,8 @@ impl Sessions<'_> {
 fn proxy(args: &Args) -> Result<()> {
     let ep = parse_endpoint(&args.endpoint).map_err(|e| UsageError(format!("{e:#}")))?;
     let bopts = BridgeOpts {
-        chunk: args.chunk,
+        input_chunk: args.chunk,
+        output_chunk: args.chunk,
         close_on_input_eof: false,
         linger: args.linger.0,
     };
