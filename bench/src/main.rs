@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run -p vchan-bench --release -- compare [--short] [--out DIR] [--reps N]
-//!     [--secs S] [--only grid,typed,spin,latency,proxy] [--no-pin] [--vchan PATH]
+//!     [--secs S] [--only grid,typed,spin,latency,proxy] [--rings LIST] [--msgs LIST]
+//!     [--no-pin] [--vchan PATH]
 //! ```
 //!
 //! See `bench/README.md` for what each row means. The binary also serves as the harness's
@@ -25,6 +26,8 @@ options:
   --reps N         interleaved repetitions per measurement (default 5; short 3)
   --secs S         target seconds per throughput trial (default 0.25; short 0.05)
   --only LIST      sections to run, comma-separated: grid,typed,spin,latency,proxy
+  --rings LIST     ring sizes of the throughput grid, e.g. 4K,64K,1M
+  --msgs LIST      write sizes of the throughput grid, e.g. 64,4K,64K,1M
   --no-pin         do not pin the two sides of a pair to CPUs 0 and 1
   --vchan PATH     the vchan command to run as `vchan proxy` (default: built with cargo)
 ";
@@ -38,6 +41,8 @@ fn parse(args: &[String]) -> Result<compare::Options, String> {
         no_pin: false,
         vchan: None,
         only: None,
+        rings: None,
+        msgs: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -73,6 +78,27 @@ fn parse(args: &[String]) -> Result<compare::Options, String> {
                     }
                 }
                 o.only = Some(v);
+            }
+            "--rings" | "--msgs" => {
+                let name = a.clone();
+                let list = value(&name)?;
+                let mut sizes = Vec::new();
+                for item in list.split(',') {
+                    let v = vchan_bench::units::parse_size(item)
+                        .filter(|&v| (1..=1 << 20).contains(&v))
+                        .ok_or_else(|| format!("{name}: {item:?} is not a size from 1 to 1M"))?;
+                    if name == "--rings" && (v < 4096 || !v.is_power_of_two()) {
+                        return Err(format!(
+                            "--rings: {item} is not a power of two from 4K to 1M"
+                        ));
+                    }
+                    sizes.push(v);
+                }
+                if name == "--rings" {
+                    o.rings = Some(sizes);
+                } else {
+                    o.msgs = Some(sizes);
+                }
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),

@@ -49,6 +49,10 @@ pub(crate) struct Options {
     pub(crate) vchan: Option<PathBuf>,
     /// Sections to run (default: all).
     pub(crate) only: Option<Vec<String>>,
+    /// Ring sizes of the throughput grid (default: 4K, 64K, 1M; short: 64K, 1M).
+    pub(crate) rings: Option<Vec<usize>>,
+    /// Write sizes of the throughput grid (default: 64 … 1M; short: 64, 4K, 64K).
+    pub(crate) msgs: Option<Vec<usize>>,
 }
 
 /// The sizes and counts a run uses.
@@ -107,6 +111,12 @@ impl Plan {
         if let Some(s) = o.trial_secs {
             p.trial_secs = s.max(0.001);
         }
+        if let Some(r) = &o.rings {
+            p.rings = r.clone();
+        }
+        if let Some(m) = &o.msgs {
+            p.msgs = m.clone();
+        }
         p.pin = !o.no_pin && cpus >= 2;
         p
     }
@@ -121,6 +131,8 @@ pub(crate) enum Wait {
     Default,
     /// Rust with spinning off: sleep on the event channel at once (C's behaviour).
     NoSpin,
+    /// Rust spinning the default's maximum (50 µs) every time, without adapting.
+    Fixed50,
 }
 
 impl Wait {
@@ -129,6 +141,7 @@ impl Wait {
             Wait::Busy => "busy",
             Wait::Default => "default",
             Wait::NoSpin => "off",
+            Wait::Fixed50 => "fixed50",
         }
     }
 
@@ -137,6 +150,7 @@ impl Wait {
             Wait::Busy => "busy-poll",
             Wait::Default => "default",
             Wait::NoSpin => "no spin",
+            Wait::Fixed50 => "fixed 50 µs spin",
         }
     }
 }
@@ -492,12 +506,8 @@ fn measure_throughput(
             ));
             continue;
         }
-        let cal = (plan.calib_bytes / msg).max(2) as u64;
-        match pair.run(msg, cal, false) {
-            Ok(t) => {
-                let rate = cal as f64 / (t.wall_ns.max(1) as f64 / 1e9);
-                s.count = ((rate * plan.trial_secs) as u64).clamp(1, 1 << 32);
-            }
+        match calibrate(pair, msg, plan) {
+            Ok(count) => s.count = count,
             Err(e) => {
                 println!("    {}: FAILED: {e:#}", s.imp.label());
                 s.cell = Cell::na(format!("failed: {e:#}"));
@@ -543,6 +553,27 @@ fn measure_throughput(
                 }
             }
         }
+    }
+}
+
+/// How many messages of `msg` bytes make a trial of about `plan.trial_secs`: a first run of
+/// `plan.calib_bytes`, and a second, longer one when the first was too short to trust (both
+/// also warm the pair up: pages faulted in, caches and spin budgets settled).
+fn calibrate(pair: &mut Pair, msg: usize, plan: &Plan) -> Result<u64> {
+    let mut count = (plan.calib_bytes / msg).max(2) as u64;
+    let mut round = 0;
+    loop {
+        let t = pair.run(msg, count, false)?;
+        let secs = t.wall_ns.max(1) as f64 / 1e9;
+        let rate = count as f64 / secs;
+        round += 1;
+        if secs >= plan.trial_secs / 5.0 || round == 3 {
+            // At least `calib_bytes` per trial: a calibration that hit a slow moment must
+            // not leave the trials too short to average anything.
+            let floor = (plan.calib_bytes / msg).max(1) as u64;
+            return Ok(((rate * plan.trial_secs) as u64).clamp(floor, 1 << 32));
+        }
+        count = ((rate * plan.trial_secs / 3.0) as u64).clamp(1, 1 << 32);
     }
 }
 
@@ -612,8 +643,9 @@ impl Progress {
     }
 }
 
-const GRID_IMPLS: [Impl; 8] = [
+const GRID_IMPLS: [Impl; 9] = [
     Impl::VchanStream(Wait::Default),
+    Impl::VchanStream(Wait::Fixed50),
     Impl::VchanFrames(Wait::Default),
     Impl::C(Wait::Default),
     Impl::Unix,
@@ -653,7 +685,7 @@ fn section_grid(ctx: &mut Ctx, res: &mut Results) {
             );
             let detail = slots
                 .iter()
-                .take(5)
+                .take(6)
                 .map(|s| format!("{} {}", short_label(s.imp), fmt_cell(&s.cell, Unit::MBps)))
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -666,13 +698,24 @@ fn section_grid(ctx: &mut Ctx, res: &mut Results) {
 }
 
 fn short_label(imp: Impl) -> String {
+    let w = |w: Wait| match w {
+        Wait::Busy => " busy",
+        Wait::Default => "",
+        Wait::NoSpin => " nospin",
+        Wait::Fixed50 => " fixed50",
+    };
     match imp {
-        Impl::VchanStream(_) => "stream".into(),
-        Impl::VchanFrames(_) => "frames".into(),
-        Impl::C(_) => "C".into(),
+        Impl::VchanStream(m) => format!("stream{}", w(m)),
+        Impl::VchanFrames(m) => format!("frames{}", w(m)),
+        Impl::VchanTyped(m) => format!("typed{}", w(m)),
+        Impl::VchanTypedBatch(m) => format!("batched{}", w(m)),
+        Impl::C(m) => format!("C{}", w(m)),
         Impl::Unix => "unix".into(),
         Impl::Pipe => "pipe".into(),
-        other => other.label(),
+        Impl::Rtrb => "rtrb".into(),
+        Impl::Crossbeam => "crossbeam".into(),
+        Impl::Memcpy => "memcpy".into(),
+        Impl::Cacheline => "cache line".into(),
     }
 }
 
@@ -709,7 +752,7 @@ fn section_typed(ctx: &mut Ctx, res: &mut Results) {
         );
         let detail = slots
             .iter()
-            .map(|s| format!("{} {}", s.imp.label(), fmt_cell(&s.cell, Unit::Mmsgs)))
+            .map(|s| format!("{} {}", short_label(s.imp), fmt_cell(&s.cell, Unit::Mmsgs)))
             .collect::<Vec<_>>()
             .join("; ");
         progress.step(&format!("ring {}", size(ring)), &detail);
@@ -725,13 +768,7 @@ fn section_spin(ctx: &mut Ctx, res: &mut Results) {
         "\n== waiting strategies (throughput and CPU use, {} rings)",
         size(SPIN_RING)
     );
-    let imps = [
-        Impl::VchanStream(Wait::Busy),
-        Impl::VchanStream(Wait::Default),
-        Impl::VchanStream(Wait::NoSpin),
-        Impl::C(Wait::Busy),
-        Impl::C(Wait::Default),
-    ];
+    let imps = SPIN_IMPLS;
     let mut slots = start_slots(ctx, &imps, SPIN_RING, false);
     let mut progress = Progress {
         start: Instant::now(),
@@ -750,7 +787,7 @@ fn section_spin(ctx: &mut Ctx, res: &mut Results) {
         );
         let detail = slots
             .iter()
-            .map(|s| format!("{} {}", s.imp.label(), fmt_cell(&s.cell, Unit::MBps)))
+            .map(|s| format!("{} {}", short_label(s.imp), fmt_cell(&s.cell, Unit::MBps)))
             .collect::<Vec<_>>()
             .join("; ");
         progress.step(&format!("msg {}", size(msg)), &detail);
@@ -760,10 +797,21 @@ fn section_spin(ctx: &mut Ctx, res: &mut Results) {
     }
 }
 
-const LATENCY_IMPLS: [Impl; 10] = [
+/// The waiting strategies compared in the spin section.
+pub(crate) const SPIN_IMPLS: [Impl; 6] = [
+    Impl::VchanStream(Wait::Busy),
+    Impl::VchanStream(Wait::Default),
+    Impl::VchanStream(Wait::Fixed50),
+    Impl::VchanStream(Wait::NoSpin),
+    Impl::C(Wait::Busy),
+    Impl::C(Wait::Default),
+];
+
+const LATENCY_IMPLS: [Impl; 11] = [
     Impl::Cacheline,
     Impl::VchanStream(Wait::Busy),
     Impl::VchanStream(Wait::Default),
+    Impl::VchanStream(Wait::Fixed50),
     Impl::VchanStream(Wait::NoSpin),
     Impl::C(Wait::Busy),
     Impl::C(Wait::Default),
@@ -929,9 +977,19 @@ fn proxy_pair(ctx: &mut Ctx, c: bool, ring: usize) -> Result<Pair> {
     } else {
         "vchan proxy"
     };
-    let mut server = Helper::spawn(format!("{name} server"), command(0, "server", "1", &a)?)?;
+    let log_s = ctx.tmp.path().join(format!("proxy-server-{port}.log"));
+    let log_c = ctx.tmp.path().join(format!("proxy-client-{port}.log"));
+    let mut server = Helper::spawn(
+        format!("{name} server"),
+        command(0, "server", "1", &a)?,
+        &log_s,
+    )?;
     wait_advertised(&ctx.host, &path, &mut server)?;
-    let client = Helper::spawn(format!("{name} client"), command(1, "client", "0", &b)?)?;
+    let client = Helper::spawn(
+        format!("{name} client"),
+        command(1, "client", "0", &b)?,
+        &log_c,
+    )?;
     let mut source = Member::spawn("proxy source", ctx.worker(0, &sock_args("src", &b), None))?;
     expect_ready(&mut source)?;
     let mut pair = Pair::new(vec![sink, source], 0);
@@ -979,12 +1037,8 @@ fn section_proxy(ctx: &mut Ctx, res: &mut Results) {
         for (label, pair, count, cell) in slots.iter_mut() {
             if let Some(p) = pair.as_mut() {
                 *cell = Cell::default();
-                let cal = (plan.calib_bytes / msg).max(2) as u64;
-                match p.run(msg, cal, false) {
-                    Ok(t) => {
-                        let rate = cal as f64 / (t.wall_ns.max(1) as f64 / 1e9);
-                        *count = ((rate * plan.trial_secs * 2.0) as u64).max(1);
-                    }
+                match calibrate(p, msg, &plan) {
+                    Ok(c) => *count = c,
                     Err(e) => {
                         println!("    {label}: FAILED: {e:#}");
                         *cell = Cell::na(format!("failed: {e:#}"));
@@ -1048,6 +1102,8 @@ pub(crate) struct RunInfo {
     pub(crate) short: bool,
     pub(crate) plan: Plan,
     pub(crate) command: String,
+    /// The harness's nice value (its children inherit it).
+    pub(crate) nice: i32,
 }
 
 fn git_commit() -> String {
@@ -1143,6 +1199,8 @@ pub(crate) fn run(o: Options) -> Result<()> {
         gcc,
         short: o.short,
         plan,
+        // SAFETY: getpriority has no memory-safety preconditions.
+        nice: unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
         command: format!(
             "cargo run -p vchan-bench --release -- compare{}",
             if o.short { " --short" } else { "" }

@@ -69,16 +69,27 @@ fn colour(i: usize) -> RGBColor {
 
 type Series = (String, Vec<(f64, f64)>);
 
-/// A log–log (or log-x, linear-y) line chart with markers.
-fn line_chart(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[Series],
-    x_fmt: &dyn Fn(&f64) -> String,
+/// What a chart says around its data.
+struct Chart<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_fmt: &'a dyn Fn(&f64) -> String,
+    /// Log y axis (else linear 0..1, for distributions).
     log_y: bool,
-) -> Result<(), String> {
+    legend_at: SeriesLabelPosition,
+}
+
+/// A log–log (or log-x, linear-y) line chart with markers.
+fn line_chart(path: &Path, spec: Chart<'_>, series: &[Series]) -> Result<(), String> {
+    let Chart {
+        title,
+        x_desc,
+        y_desc,
+        x_fmt,
+        log_y,
+        legend_at,
+    } = spec;
     let text = fonts();
     let pts = series.iter().flat_map(|s| s.1.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -116,6 +127,13 @@ fn line_chart(
                     .x_desc(x_desc)
                     .y_desc(y_desc)
                     .x_label_formatter(x_fmt)
+                    .y_label_formatter(&|v: &f64| {
+                        if *v >= 10.0 || *v == 0.0 {
+                            format!("{v:.0}")
+                        } else {
+                            format!("{v:.1}")
+                        }
+                    })
                     .label_style(("sans-serif", 15))
                     .draw()
                     .map_err(|e| e.to_string())?;
@@ -151,7 +169,7 @@ fn line_chart(
             if text {
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
+                    .position(legend_at.clone())
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 15))
@@ -200,18 +218,19 @@ pub(crate) fn draw(dir: &Path, plan: &Plan, res: &Results) -> Plots {
             continue;
         }
         let name = format!("throughput-ring-{}.png", size(ring));
-        match line_chart(
-            &dir.join(&name),
-            &format!(
-                "Throughput vs write size, {} rings (median MB/s)",
-                size(ring)
-            ),
-            "bytes per write (log)",
-            "MB/s (log)",
-            &series,
-            &|v| size(v.round() as usize),
-            true,
-        ) {
+        let title = format!(
+            "Throughput vs write size, {} rings (median MB/s)",
+            size(ring)
+        );
+        let spec = Chart {
+            title: &title,
+            x_desc: "bytes per write (log)",
+            y_desc: "MB/s (log)",
+            x_fmt: &|v| size(v.round() as usize),
+            log_y: true,
+            legend_at: SeriesLabelPosition::UpperLeft,
+        };
+        match line_chart(&dir.join(&name), spec, &series) {
             Ok(()) => plots.throughput.push(name),
             Err(e) => plots.problems.push(e),
         }
@@ -237,15 +256,15 @@ pub(crate) fn draw(dir: &Path, plan: &Plan, res: &Results) -> Plots {
                 format!("{:.0} ns", v * 1000.0)
             }
         };
-        match line_chart(
-            &dir.join(&name),
-            "64-byte round trips: cumulative distribution",
-            "round trip (µs, log)",
-            "fraction of round trips at or below",
-            &series,
-            &label,
-            false,
-        ) {
+        let spec = Chart {
+            title: "64-byte round trips: cumulative distribution",
+            x_desc: "round trip (µs, log)",
+            y_desc: "fraction of round trips at or below",
+            x_fmt: &label,
+            log_y: false,
+            legend_at: SeriesLabelPosition::LowerRight,
+        };
+        match line_chart(&dir.join(&name), spec, &series) {
             Ok(()) => plots.latency.push(name),
             Err(e) => plots.problems.push(e),
         }

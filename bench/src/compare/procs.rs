@@ -7,6 +7,7 @@
 //! Children are killed (by their own pid) when dropped.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -139,25 +140,42 @@ impl Drop for Member {
 pub(crate) struct Helper {
     pub(crate) name: String,
     pub(crate) child: Child,
+    log: PathBuf,
 }
 
 impl Helper {
-    /// Starts `cmd` with stdin and stdout closed (stderr inherited).
-    pub(crate) fn spawn(name: impl Into<String>, mut cmd: Command) -> Result<Helper> {
+    /// Starts `cmd` with stdin and stdout closed and stderr going to `log` (a proxy's
+    /// complaints when its peer goes away at the end are not the harness's output).
+    pub(crate) fn spawn(name: impl Into<String>, mut cmd: Command, log: &Path) -> Result<Helper> {
         let name = name.into();
+        let err =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(err))
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        Ok(Helper { name, child })
+        Ok(Helper {
+            name,
+            child,
+            log: log.to_owned(),
+        })
     }
 
-    /// Fails if the helper has exited.
+    /// Fails if the helper has exited (with the end of what it said).
     pub(crate) fn check_alive(&mut self) -> Result<()> {
         match self.child.try_wait()? {
-            Some(status) => Err(anyhow!("{} exited ({status})", self.name)),
+            Some(status) => {
+                let said = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = said.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(anyhow!(
+                    "{} exited ({status}): {}",
+                    self.name,
+                    tail.join(" / ")
+                ))
+            }
             None => Ok(()),
         }
     }

@@ -228,13 +228,18 @@ impl Api {
 }
 
 /// `busy`: spin without ever sleeping; `default`: the library's adaptive spin-then-sleep;
-/// `off`: sleep on the event channel at once.
+/// `off`: sleep on the event channel at once; `fixed<µs>`, `adaptive<µs>`: other budgets.
 fn spin_policy(s: &str) -> Result<SpinPolicy> {
     Ok(match s {
         "busy" => SpinPolicy::fixed(Duration::from_secs(3600)),
         "default" => SpinPolicy::default(),
         "off" => SpinPolicy::OFF,
-        other => bail!("unknown spin mode {other}"),
+        // For experiments by hand: `fixed<µs>` / `adaptive<µs>`.
+        other => match (other.strip_prefix("fixed"), other.strip_prefix("adaptive")) {
+            (Some(us), _) => SpinPolicy::fixed(Duration::from_micros(us.parse()?)),
+            (_, Some(us)) => SpinPolicy::adaptive(Duration::from_micros(us.parse()?)),
+            _ => bail!("unknown spin mode {other}"),
+        },
     })
 }
 
