@@ -160,6 +160,7 @@ impl Wait {
 pub(crate) enum Impl {
     VchanStream(Wait),
     VchanFrames(Wait),
+    VchanFramesInPlace(Wait),
     VchanTyped(Wait),
     VchanTypedBatch(Wait),
     C(Wait),
@@ -181,6 +182,7 @@ impl Impl {
         match self {
             Impl::VchanStream(m) => format!("vchan stream{}", w(m)),
             Impl::VchanFrames(m) => format!("vchan frames{}", w(m)),
+            Impl::VchanFramesInPlace(m) => format!("vchan frames, read in place{}", w(m)),
             Impl::VchanTyped(m) => format!("typed frames, one by one{}", w(m)),
             Impl::VchanTypedBatch(m) => format!("typed frames, batched{}", w(m)),
             Impl::C(Wait::Default) => "C libxenvchan".into(),
@@ -197,9 +199,10 @@ impl Impl {
     /// Whether a message of `msg` bytes fits this implementation with `ring`-byte rings.
     fn fits(self, ring: usize, msg: usize) -> bool {
         match self {
-            Impl::VchanFrames(_) | Impl::VchanTyped(_) | Impl::VchanTypedBatch(_) => {
-                msg <= ring - vchan_msg::frame::HEADER_LEN
-            }
+            Impl::VchanFrames(_)
+            | Impl::VchanFramesInPlace(_)
+            | Impl::VchanTyped(_)
+            | Impl::VchanTypedBatch(_) => msg <= ring - vchan_msg::frame::HEADER_LEN,
             _ => true,
         }
     }
@@ -348,11 +351,13 @@ impl Ctx {
         match imp {
             Impl::VchanStream(w)
             | Impl::VchanFrames(w)
+            | Impl::VchanFramesInPlace(w)
             | Impl::VchanTyped(w)
             | Impl::VchanTypedBatch(w) => {
                 let api = match imp {
                     Impl::VchanStream(_) => "stream",
                     Impl::VchanFrames(_) => "frames",
+                    Impl::VchanFramesInPlace(_) => "framesinplace",
                     Impl::VchanTyped(_) => "typed",
                     _ => "typedbatch",
                 };
@@ -643,10 +648,11 @@ impl Progress {
     }
 }
 
-const GRID_IMPLS: [Impl; 9] = [
+const GRID_IMPLS: [Impl; 10] = [
     Impl::VchanStream(Wait::Default),
     Impl::VchanStream(Wait::Fixed50),
     Impl::VchanFrames(Wait::Default),
+    Impl::VchanFramesInPlace(Wait::Default),
     Impl::C(Wait::Default),
     Impl::Unix,
     Impl::Pipe,
@@ -685,7 +691,7 @@ fn section_grid(ctx: &mut Ctx, res: &mut Results) {
             );
             let detail = slots
                 .iter()
-                .take(6)
+                .take(7)
                 .map(|s| format!("{} {}", short_label(s.imp), fmt_cell(&s.cell, Unit::MBps)))
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -707,6 +713,7 @@ fn short_label(imp: Impl) -> String {
     match imp {
         Impl::VchanStream(m) => format!("stream{}", w(m)),
         Impl::VchanFrames(m) => format!("frames{}", w(m)),
+        Impl::VchanFramesInPlace(m) => format!("in-place{}", w(m)),
         Impl::VchanTyped(m) => format!("typed{}", w(m)),
         Impl::VchanTypedBatch(m) => format!("batched{}", w(m)),
         Impl::C(m) => format!("C{}", w(m)),
