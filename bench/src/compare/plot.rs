@@ -52,7 +52,7 @@ fn fonts() -> bool {
 }
 
 fn colour(i: usize) -> RGBColor {
-    const C: [RGBColor; 10] = [
+    const C: [RGBColor; 12] = [
         RGBColor(0xd6, 0x27, 0x28),
         RGBColor(0xff, 0x7f, 0x0e),
         RGBColor(0x1f, 0x77, 0xb4),
@@ -63,6 +63,8 @@ fn colour(i: usize) -> RGBColor {
         RGBColor(0x7f, 0x7f, 0x7f),
         RGBColor(0xbc, 0xbd, 0x22),
         RGBColor(0x17, 0xbe, 0xcf),
+        RGBColor(0x00, 0x00, 0x00),
+        RGBColor(0x00, 0x3f, 0x7f),
     ];
     C[i % C.len()]
 }
@@ -137,14 +139,9 @@ fn line_chart(path: &Path, spec: Chart<'_>, series: &[Series]) -> Result<(), Str
                     .label_style(("sans-serif", 15))
                     .draw()
                     .map_err(|e| e.to_string())?;
-            } else {
-                chart
-                    .configure_mesh()
-                    .x_labels(0)
-                    .y_labels(0)
-                    .draw()
-                    .map_err(|e| e.to_string())?;
             }
+            // Without a font, no mesh either: plotters lays out its labels even when there
+            // are none to draw, and that needs a font.
             for (i, (name, points)) in series.iter().enumerate() {
                 let c = colour(i);
                 let pts: Vec<(f64, f64)> = points
