@@ -28,8 +28,8 @@ case $target in /*) ;; *) target=$root/$target ;; esac
 
 # The workspace binaries the scenarios use, relative to target/release, and how to build them.
 # Scenarios find them in /lab/bin/<file name> in both guests.
-lab_binaries=(examples/xen_smoke)
-lab_cargo_builds=("-p vchan-xenif --example xen_smoke")
+lab_binaries=(examples/xen_smoke vchan)
+lab_cargo_builds=("-p vchan-xenif --example xen_smoke" "-p vchan-tools --bin vchan")
 
 say() { printf '[xen-lab] %s\n' "$*" >&2; }
 cannot_run() {
@@ -137,19 +137,37 @@ run=$lab/run
 rm -rf "$run"
 p0=$run/dom0-payload pu=$run/domu-payload
 mkdir -p "$p0/lab/bin" "$p0/lab/guest" "$p0/lab/scenarios" "$pu/lab/bin" "$pu/lab/guest" "$pu/lab/scenarios"
+# add_program SRC: puts a program into /lab/bin of both guests, with the shared libraries the
+# guests lack (from the guests' own rootfs, else, for XEN_LAB_EXTRA_BIN, from this host)
+add_program() {
+  local src=$1 name lib from dest
+  name=$(basename "$src")
+  strip -o "$p0/lab/bin/$name" "$src" 2>/dev/null || cp "$src" "$p0/lab/bin/$name"
+  cp "$p0/lab/bin/$name" "$pu/lab/bin/"
+  for lib in $(ldd "$src" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'); do
+    from=$base/rootfs$lib
+    [ -e "$from" ] || from=$lib
+    if ! grep -qxF "$lib" "$img/domu-base.files" && [ ! -e "$pu$lib" ]; then
+      mkdir -p "$pu$(dirname "$lib")"
+      cp -L "$from" "$pu$lib"
+    fi
+    # dom0's /lib is a symlink to usr/lib (merged /usr): never put a directory in its place
+    dest=$p0/usr${lib#/usr}
+    if [ ! -e "$base/rootfs$lib" ] && [ ! -e "$dest" ]; then
+      mkdir -p "$(dirname "$dest")"
+      cp -L "$from" "$dest"
+    fi
+  done
+}
 for b in "${lab_binaries[@]}"; do
   src=$target/release/$b
   [ -x "$src" ] || { echo "FAIL build $src missing after cargo build"; exit 1; }
-  strip -o "$p0/lab/bin/$(basename "$b")" "$src"
-  cp "$p0/lab/bin/$(basename "$b")" "$pu/lab/bin/"
-  # libraries the domU base lacks come from the guests' own rootfs (same paths as on the host)
-  for lib in $(ldd "$src" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'); do
-    if ! grep -qxF "$lib" "$img/domu-base.files" && [ ! -e "$pu$lib" ]; then
-      mkdir -p "$pu$(dirname "$lib")"
-      cp -L "$base/rootfs$lib" "$pu$lib"
-    fi
-  done
+  add_program "$src"
 done
+# XEN_LAB_EXTRA_BIN: a directory of extra programs for debugging (e.g. a copy of strace)
+if [ -n "${XEN_LAB_EXTRA_BIN:-}" ]; then
+  for f in "$XEN_LAB_EXTRA_BIN"/*; do [ -x "$f" ] && add_program "$f"; done
+fi
 # guest/*.sh: the runners and helper files scenarios may source (/lab/guest/NAME.sh)
 cp "$here"/guest/*.sh "$here/guest/domu.cfg" "$p0/lab/guest/"
 cp "$here"/guest/*.sh "$pu/lab/guest/"
@@ -159,9 +177,12 @@ budget=120
 for s in "${scenarios[@]}"; do
   lt=$(sed -n 's/^LAB_TIMEOUT=\([0-9][0-9]*\).*/\1/p' "${scenario_path[$s]}" | head -n 1)
   budget=$((budget + ${lt:-120} + 15))
+  # a scenario that destroys the domU costs a new one if another scenario follows
+  if grep -q '^LAB_DESTROYS_DOMU=1' "${scenario_path[$s]}"; then budget=$((budget + 330)); fi
 done
 hard_limit=${XEN_LAB_TIMEOUT:-$((budget + 120))}
-printf 'LAB_SCENARIOS="%s"\nLAB_WATCHDOG=%s\n' "${scenarios[*]}" "$budget" > "$p0/lab/run.env"
+printf 'LAB_SCENARIOS="%s"\nLAB_WATCHDOG=%s\nLAB_VERBOSE=%s\n' "${scenarios[*]}" "$budget" "${XEN_LAB_VERBOSE:-0}" > "$p0/lab/run.env"
+[ -z "${XEN_LAB_LOG_LINES:-}" ] || echo "LAB_LOG_LINES=$XEN_LAB_LOG_LINES" >> "$p0/lab/run.env"
 (cd "$pu" && find . | cpio -o -H newc --quiet | gzip -1) > "$p0/lab/domu-payload.cpio.gz"
 (cd "$p0" && find . | cpio -o -H newc --quiet) > "$run/payload.cpio"
 cat "$img/dom0.cpio" "$run/payload.cpio" > "$run/dom0-initrd.cpio"
@@ -237,11 +258,11 @@ for s in "${scenarios[@]}"; do
   fi
 done
 if ! grep -a -q '@@LAB dom0-done rc=0' "$log"; then failed=1; fi
-if [ "$failed" != 0 ]; then
+if [ "$failed" != 0 ] || [ "${XEN_LAB_VERBOSE:-0}" = 1 ]; then
   echo "----- guest log excerpts (full serial log: $log) -----"
   # the blocks the dom0 runner printed for failed scenarios, else the end of the log
   if grep -a -q '@@BEGIN-LOG' "$log"; then
-    sed -n '/@@BEGIN-LOG/,/@@END-LOG/p' "$log" | tr -d '\r' | tail -n 400
+    sed -n '/@@BEGIN-LOG/,/@@END-LOG/p' "$log" | tr -d '\r' | tail -n "${XEN_LAB_LOG_LINES:-400}"
   else
     tr -d '\r' < "$log" | tail -n 120
   fi

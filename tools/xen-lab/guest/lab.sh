@@ -64,6 +64,8 @@ lab_wait() {
 
 # Runs COMMAND in its own session and kills that whole session after SECS; returns COMMAND's
 # status, or 124 if it had to be killed. lab_bounded SECS COMMAND...
+# Whatever COMMAND left running in its session (background jobs of a failed part) is killed
+# when it returns, so that nothing outlives its scenario.
 lab_bounded() {
   _secs=$1
   shift
@@ -83,6 +85,7 @@ lab_bounded() {
     _tries=$((_tries - 1))
   done
   wait "$_pid" 2>/dev/null
+  kill -KILL -- "-$_pid" 2>/dev/null
   _rc=$(cat "$_rcf")
   rm -f "$_rcf"
   return "$_rc"

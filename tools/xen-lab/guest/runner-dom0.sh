@@ -3,6 +3,9 @@
 # Creates the domU, then for each scenario: tells the domU which one to run (XenStore key
 # data/lab/cmd of the domU), runs the dom0 part while the domU runs its part, collects the domU's
 # exit status and figures from XenStore, and prints `@@RESULT PASS|FAIL <name> <figures> @@`.
+# A scenario that destroys the domU says so with LAB_DESTROYS_DOMU=1: its domU part then
+# reports nothing (the dom0 part decides), and the runner creates a fresh domU if another
+# scenario follows.
 . /lab/guest/lab.sh
 . /lab/run.env
 LAB_SIDE=dom0 LAB_NAME=runner
@@ -16,26 +19,43 @@ all_fail() {
   echo "@@BEGIN-LOG domu-console"; domu_console 150; echo "@@END-LOG domu-console"
   exit 1
 }
+# Whether domain $DOMU exists (the hypervisor's view, not XenStore's: scenarios may edit that).
+domu_exists() { xl list "$DOMU" >/dev/null 2>&1; }
+scenario_var() { sed -n "s/^$1=\([0-9][0-9]*\).*/\1/p" "/lab/scenarios/$2" | head -n 1; }
 
 cat /lab/domu-base.cpio.gz /lab/domu-payload.cpio.gz > /run/domu-initrd
-t0=$(lab_ms)
-if ! lab_bounded 180 xl create /lab/guest/domu.cfg > /tmp/lab/xl-create.log 2>&1; then
-  cat /tmp/lab/xl-create.log
-  all_fail "xl create of the domU failed"
-fi
-DOMU=$(xl domid lab-domu) || all_fail "xl domid lab-domu failed"
-LABXS=/local/domain/$DOMU/data/lab
-xenstore-write "$LABXS/cmd" none && xenstore-chmod -r "$LABXS" "n$DOMU" || all_fail "cannot create $LABXS"
-XS=$LABXS
-( lab_get domu-ready 150 >/dev/null ) 2>/tmp/lab/ready.err || { cat /tmp/lab/ready.err; all_fail "the domU did not come up"; }
-echo "@@LAB domu-up t=$(cut -d' ' -f1 /proc/uptime) domid=$DOMU create+boot=$(( $(lab_ms) - t0 ))ms"
+# create_domu: creates and boots the domU, sets DOMU and LABXS, waits for its runner.
+domus=0
+create_domu() {
+  t0=$(lab_ms)
+  if ! lab_bounded 180 xl create /lab/guest/domu.cfg > /tmp/lab/xl-create.log 2>&1; then
+    cat /tmp/lab/xl-create.log
+    all_fail "xl create of the domU failed"
+  fi
+  DOMU=$(xl domid lab-domu) || all_fail "xl domid lab-domu failed"
+  LABXS=/local/domain/$DOMU/data/lab
+  xenstore-write "$LABXS/cmd" none && xenstore-chmod -r "$LABXS" "n$DOMU" || all_fail "cannot create $LABXS"
+  XS=$LABXS
+  ( lab_get domu-ready 150 >/dev/null ) 2>/tmp/lab/ready.err || { cat /tmp/lab/ready.err; all_fail "the domU did not come up"; }
+  domus=$((domus + 1))
+  if [ "$domus" = 1 ]; then
+    echo "@@LAB domu-up t=$(cut -d' ' -f1 /proc/uptime) domid=$DOMU create+boot=$(( $(lab_ms) - t0 ))ms"
+  else
+    echo "lab: domU recreated: domid=$DOMU create+boot=$(( $(lab_ms) - t0 ))ms"
+  fi
+}
+create_domu
 
 failed=0
 for s in $LAB_SCENARIOS; do
   name=${s%.sh}
   name=${name#[0-9][0-9]-}
-  limit=$(sed -n 's/^LAB_TIMEOUT=\([0-9][0-9]*\).*/\1/p' "/lab/scenarios/$s" | head -n 1)
+  limit=$(scenario_var LAB_TIMEOUT "$s")
   limit=${limit:-120}
+  destroys=$(scenario_var LAB_DESTROYS_DOMU "$s")
+  if ! domu_exists; then
+    create_domu
+  fi
   XS=$LABXS/$name
   work=/tmp/lab/$name
   mkdir -p "$work/tmp"
@@ -48,11 +68,18 @@ for s in $LAB_SCENARIOS; do
     "/lab/scenarios/$s" > "$work/dom0.log" 2>&1
   rc0=$?
   t1=$(lab_ms)
-  # the domU part has the same limit, counted from a little later
-  rcu=$( (lab_get domu-rc $((limit + 15))) 2>>"$work/dom0.log") || rcu=timeout
+  if [ "$destroys" = 1 ] && ! domu_exists; then
+    # the domU part died with its domain: the dom0 part's verdict is the scenario's
+    rcu=0
+    domu_figs=
+  else
+    # the domU part has the same limit, counted from a little later
+    rcu=$( (lab_get domu-rc $((limit + 15))) 2>>"$work/dom0.log") || rcu=timeout
+    domu_figs=$(xenstore-read "$XS/domu-figures" 2>/dev/null)
+  fi
   ms=$(( $(lab_ms) - t0 ))
   echo "lab: $name dom0 part rc=$rc0 after $((t1 - t0))ms, domU part rc=$rcu after ${ms}ms"
-  figs="t=$((ms / 1000)).$(( (ms % 1000) / 100 ))s $(cat "$work/figures") $(xenstore-read "$XS/domu-figures" 2>/dev/null)"
+  figs="t=$((ms / 1000)).$(( (ms % 1000) / 100 ))s $(cat "$work/figures") $domu_figs"
   if [ "$rc0" = 0 ] && [ "$rcu" = 0 ]; then
     result PASS "$name" "$figs"
   else
@@ -63,17 +90,24 @@ for s in $LAB_SCENARIOS; do
     [ "$rcu" = 124 ] && why="domU part timed out after ${limit}s. $why"
     [ "$rcu" = timeout ] && why="no status from the domU part within $((limit + 15))s. $why"
     result FAIL "$name" "dom0-rc=$rc0 domu-rc=$rcu: ${why:-no reason given}"
+  fi
+  if [ "$rc0$rcu" != 00 ] || [ "${LAB_VERBOSE:-0}" = 1 ]; then
     echo "@@BEGIN-LOG $name"
-    echo "--- dom0 part ---"; tr -d '@' < "$work/dom0.log" | tail -n 150
-    echo "--- domU console ---"; domu_console 150 | tr -d '@'
+    echo "--- dom0 part ---"; tr -d '@' < "$work/dom0.log" | tail -n "${LAB_LOG_LINES:-150}"
+    echo "--- domU console ---"; domu_console "${LAB_LOG_LINES:-300}" | tr -d '@'
     echo "@@END-LOG $name"
   fi
-  xenstore-exists "/local/domain/$DOMU/domid" || { echo "@@LAB the domU is gone"; all_fail "the domU died during $name"; }
+  if [ "$destroys" != 1 ] && ! domu_exists; then
+    echo "@@LAB the domU is gone"
+    all_fail "the domU died during $name"
+  fi
   echo "lab: $name reported at $(( $(lab_ms) - t0 ))ms"
 done
 
-xenstore-write "$LABXS/cmd" END
-i=0
-while xl domid lab-domu >/dev/null 2>&1 && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
-xl domid lab-domu >/dev/null 2>&1 && { echo "@@LAB the domU did not power off: destroying it"; xl destroy lab-domu; }
+if domu_exists; then
+  xenstore-write "$LABXS/cmd" END
+  i=0
+  while domu_exists && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
+  domu_exists && { echo "@@LAB the domU did not power off: destroying it"; xl destroy "$DOMU"; }
+fi
 exit $failed
