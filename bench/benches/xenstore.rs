@@ -1,9 +1,10 @@
 //! XenStore through the simulated xenstored: write+read round trip and watch-event latency,
 //! with our Rust client and, in the same run against the same host, Debian's C libxenstore
-//! (driven by `bench/c/xs_bench.c`, compiled here against `libxen-dev`'s `xenstore.h`).
+//! (driven by `bench/c/xs_bench.c`, compiled here against Debian `libxen-dev`'s `xenstore.h`,
+//! which `tools/setup.sh` unpacks into `target/debian/root`).
 //!
 //! Run: `cargo bench -p vchan-bench --bench xenstore`. The C side is skipped, with the reason
-//! printed, when `gcc` or `libxen-dev` is missing.
+//! printed, when `gcc` or the unpacked `libxen-dev` is missing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -26,21 +27,27 @@ impl CDriver {
     fn start(host: &SimHost) -> Result<CDriver, String> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/xs_bench.c");
         let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("xs_bench");
+        // Debian's libxen-dev and libxenstore4, unpacked by tools/setup.sh (never installed).
+        let debian = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian/root");
+        let libs = debian.join("usr/lib/x86_64-linux-gnu");
         let out = Command::new("gcc")
             .args(["-O2", "-Wall", "-o"])
             .arg(&bin)
             .arg(&src)
+            .arg(format!("-I{}", debian.join("usr/include").display()))
+            .arg(format!("-L{}", libs.display()))
             .arg("-lxenstore")
             .output()
             .map_err(|e| format!("gcc: {e} (apt-get install gcc)"))?;
         if !out.status.success() {
             return Err(format!(
-                "compiling {} failed (apt-get install libxen-dev):\n{}",
+                "compiling {} failed (run tools/setup.sh: it unpacks Debian's libxen-dev):\n{}",
                 src.display(),
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         let mut child = Command::new(&bin)
+            .env("LD_LIBRARY_PATH", &libs)
             .env("XENSTORED_PATH", host.xenstore_socket(DomId::DOM0))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

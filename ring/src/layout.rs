@@ -1,7 +1,7 @@
 //! The shared control page, byte-exact with libxenvchan's C layout.
 //!
-//! Origin: Xen public header `xen/include/public/io/libxenvchan.h` (Debian `libxen-dev`:
-//! `/usr/include/xen/io/libxenvchan.h`), `struct ring_shared` and `struct vchan_interface`.
+//! Origin: Xen public header `xen/include/public/io/libxenvchan.h` (Debian `libxen-dev`,
+//! `usr/include/xen/io/libxenvchan.h`), `struct ring_shared` and `struct vchan_interface`.
 //! `ring/tests/c_layout.rs` compiles a C program against that header and compares every
 //! offset and size printed there with the constants below.
 //!

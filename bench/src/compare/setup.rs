@@ -78,9 +78,10 @@ fn c_driver(sim_libs: &Path) -> Result<PathBuf> {
         &libs.join("libxenvchan.so.4.17"),
         "run tools/setup.sh (it unpacks Debian's libxenmisc4.17)",
     )?;
+    let include = workspace().join("target/debian/root/usr/include");
     require(
-        Path::new("/usr/include/libxenvchan.h"),
-        "apt-get install libxen-dev",
+        &include.join("libxenvchan.h"),
+        "run tools/setup.sh (it unpacks Debian's libxen-dev)",
     )?;
     let dir = target_dir().join("vchan-bench-c");
     std::fs::create_dir_all(&dir)?;
@@ -90,6 +91,7 @@ fn c_driver(sim_libs: &Path) -> Result<PathBuf> {
         .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&exe)
         .arg(&src)
+        .arg(format!("-I{}", include.display()))
         .arg(format!("-L{}", libs.display()))
         .arg("-l:libxenvchan.so.4.17")
         .arg(format!(

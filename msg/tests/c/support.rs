@@ -31,6 +31,11 @@ pub fn debian_root() -> PathBuf {
     workspace().join("target/debian/root")
 }
 
+/// Debian's unpacked Xen headers (`libxen-dev`).
+pub fn debian_include() -> PathBuf {
+    debian_root().join("usr/include")
+}
+
 /// Debian's unpacked libraries (libxenvchan, libxenstore, libxenctrl, ...).
 pub fn debian_libs() -> PathBuf {
     debian_root().join("usr/lib/x86_64-linux-gnu")
@@ -60,8 +65,8 @@ pub fn c_side_available() -> bool {
         &debian_libs().join("libxenvchan.so.4.17"),
         "run tools/setup.sh (apt-get download libxenmisc4.17)",
     ) && available(
-        Path::new("/usr/include/libxenvchan.h"),
-        "apt-get install libxen-dev",
+        &debian_include().join("libxenvchan.h"),
+        "run tools/setup.sh (apt-get download libxen-dev)",
     ) && available(Path::new("/usr/bin/gcc"), "apt-get install gcc")
 }
 
@@ -158,6 +163,7 @@ pub fn vchan_node() -> PathBuf {
             .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o"])
             .arg(&tmp)
             .arg(&src)
+            .arg(format!("-I{}", debian_include().display()))
             .arg(format!("-L{}", libs.display()))
             .arg("-l:libxenvchan.so.4.17")
             .arg(format!(
