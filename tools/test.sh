@@ -29,7 +29,18 @@ step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p vchan-ring --profile loom --test loom -- --test-threads=2; done_
 
+step "examples (quick runs)"
+for ex in "typed_service" "file_transfer" "file_transfer --stream"; do
+  # shellcheck disable=SC2086 # the example's name, then its arguments
+  set -- $ex
+  name=$1; shift
+  cargo run -q -p vchan-msg --profile test-opt --example "$name" -- --quick "$@"
+done; done_
+
 step "benches compile"; cargo bench --workspace --no-run -q; done_
+
+step "comparison harness, short mode (figures printed, not asserted)"
+cargo run -q -p vchan-bench --release -- compare --short; done_
 
 step "vchan-ring is no_std (x86_64-unknown-none)"
 cargo build -q -p vchan-ring --target x86_64-unknown-none; done_
