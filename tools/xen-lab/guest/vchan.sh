@@ -3,10 +3,14 @@
 #
 # Spin: under QEMU's software emulation a wake-up through an event channel costs about 10 ms
 # (measured: in-page rings move 0.1-0.2 MB/s without spinning, C vchan-socket-proxy included), so
-# the bulk transfers spin for up to VC_SPIN_US before sleeping; both domains have their own vCPU,
-# so a spinning side sees the other's progress. Every ring size is also run with --spin-us 0,
-# where each ring-full goes through a real event-channel wake-up.
-VC_SPIN_US=${VC_SPIN_US:-20000}
+# the bulk transfers spin before sleeping; both domains have their own vCPU, so a spinning side
+# sees the other's progress. The spin is adaptive (vchan's --spin-us is its maximum; it shrinks
+# to max/64 while spinning fails and grows back when it succeeds): with a maximum of 5-20 ms the
+# floor (80-300 us) is shorter than the peer's turnaround here, so after a bad patch (the host
+# busy with other work) spinning never succeeds again and a round falls back to 0.2 MB/s
+# (measured); a maximum of 100 ms keeps the floor at 1.5 ms, which recovers. Every ring size is
+# also run with --spin-us 0, where each ring-full goes through a real event-channel wake-up.
+VC_SPIN_US=${VC_SPIN_US:-100000}
 
 # vc_start NAME COMMAND...: starts COMMAND in the background, stdout and stderr to
 # $LAB_TMP/NAME.out (shown if the part fails).

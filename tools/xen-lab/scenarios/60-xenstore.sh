@@ -6,7 +6,9 @@
 #    says control_d), also with that file hidden (the owner of its own nodes), and a
 #    `vchan pump` server in dom0 advertises with the right permissions and serves the domU;
 #  - the domU without /local/domain/<id>/domid (removed by dom0): `vchan xs domid` answers its
-#    id (the owner of its own `data` node), and a `vchan pump` server in the domU works.
+#    id (the owner of its own `data` node; its capabilities file has no control_d), and a
+#    `vchan pump` server in the domU works; with its home's nodes also made dom0's alone, the
+#    error lists every source tried.
 # The keys are restored with their permissions afterwards.
 LAB_TIMEOUT=420
 . /lab/guest/vchan.sh
@@ -92,6 +94,23 @@ dom0() {
   lab_put domid-removed 1
   xs_connect ukey "$DOMU" "$DOMU"
   lab_get domu-nokey-done 120 > /dev/null
+  # ... and with every fallback hidden (its home's nodes made dom0's alone), the error lists
+  # what was tried
+  hidden=
+  for n in data device control name; do
+    if pn=$(vchan xs perms "/local/domain/$DOMU/$n" 2>/dev/null); then
+      hidden="$hidden $n"
+      echo "$pn" > "$LAB_TMP/perms-$n"
+      xenstore-chmod "/local/domain/$DOMU/$n" n0
+    fi
+  done
+  lab_put fallbacks-hidden 1
+  lab_get fallbacks-checked 120 > /dev/null
+  for n in $hidden; do
+    # shellcheck disable=SC2046 # one word per permission
+    xenstore-chmod "/local/domain/$DOMU/$n" $(cat "$LAB_TMP/perms-$n")
+    xs_same "restored perms of $n" "$(vchan xs perms "/local/domain/$DOMU/$n")" "$(cat "$LAB_TMP/perms-$n")"
+  done
   xenstore-write "$k" "$DOMU"
   # shellcheck disable=SC2086 # one word per permission
   xenstore-chmod "$k" $perms
@@ -109,7 +128,14 @@ domu() {
   lab_put domu-ops-done 1
   lab_get domid-removed 120 > /dev/null
   xenstore-read domid > /dev/null 2>&1 && lab_fail "my domid key is still there"
+  # which fallback answers: not /proc/xen/capabilities (no control_d here), the owner of `data`
+  grep -q control_d /proc/xen/capabilities && lab_fail "/proc/xen/capabilities says control_d in the domU"
+  xs_same "owner of my data node" "$(vchan xs perms data | cut -d' ' -f1)" "n$DOMU"
   xs_same "vchan xs domid (no key)" "$(vchan xs domid)" "$DOMU"
   xs_serve ukey "$DOMU" 0
   lab_put domu-nokey-done 1
+  lab_get fallbacks-hidden 120 > /dev/null
+  lab_expect_failure 'cannot find out which domain this is; tried: relative key `domid`.*/proc/xen/capabilities: no `control_d`.*owner of relative `data`' \
+    vchan xs domid
+  lab_put fallbacks-checked 1
 }

@@ -2,8 +2,11 @@
 # with it mid-transfer, one as server and one as client. No unmap notification can come (the
 # domU's kernel never runs again); dom0's pumps must fail promptly saying the domain is gone
 # (XenStore @releaseDomain), and let the domain go: once they exit, no mapping of dom0 keeps it
-# as a zombie. Figures (dom0's clock): destroy_ms (xl destroy's run time), TAG.destroy_to_error_ms
-# (from the start of xl destroy to the pump's exit), gone_ms (until `xl list` no longer has it).
+# as a zombie. Figures (dom0's clock, ms from the start of xl destroy): destroy_ms (its run time),
+# release_event_ms (xenstored's @releaseDomain, seen by `vchan xs watch`), TAG.destroy_to_error_ms
+# (the pump's exit), TAG.release_to_error_ms (from the @releaseDomain event to the pump's exit:
+# the detection time proper; may be slightly negative, both are observed by polling processes),
+# gone_ms (until `xl list` no longer has the domain).
 # Last in file-name order: the runner would create a new domU for any scenario after it.
 LAB_TIMEOUT=240
 LAB_DESTROYS_DOMU=1
@@ -36,11 +39,19 @@ dom0() {
     lab_wait 60 "$t to move data both ways" grep -q 'sent=[1-9].*recv=[1-9]' "$LAB_TMP/$t.out"
     lab_running "$t" || lab_fail "$t ended early: $(tail -n 2 "$LAB_TMP/$t.out")"
   done
+  # when xenstored announces the release (the first event fires at registration)
+  pd_pump rel vchan xs watch @releaseDomain --count 2
+  lab_wait 30 "the @releaseDomain watch" grep -q . "$LAB_TMP/rel.out"
   t0=$(vc_now_ns)
   lab_bounded 60 xl destroy "$DOMU" >&2 || lab_fail "xl destroy $DOMU failed"
   lab_figure "destroy_ms=$(( ($(vc_now_ns) - t0) / 1000000 ))"
   pd_check srv "$t0"
   pd_check cli "$t0"
+  vc_ok rel 30
+  lab_figure "release_event_ms=$(( ($(cat "$LAB_TMP/rel.end") - t0) / 1000000 ))"
+  for t in srv cli; do
+    lab_figure "$t.release_to_error_ms=$(( ($(cat "$LAB_TMP/$t.end") - $(cat "$LAB_TMP/rel.end")) / 1000000 ))"
+  done
   lab_wait 30 "domain $DOMU to disappear (a mapping of its pages would keep it as a zombie)" pd_gone
   lab_figure "gone_ms=$(( ($(vc_now_ns) - t0) / 1000000 ))"
   xenstore-exists "/local/domain/$DOMU" 2>/dev/null && lab_fail "/local/domain/$DOMU outlived the domain"
