@@ -4,10 +4,10 @@
 #  idle-srv  dom0 serves, blocked in a read (the domU client sends nothing); the client dies
 #  busy-cli  dom0 is the client, mid-transfer both ways (blocked writes and reads); the domU
 #            server dies
-# Measured on dom0's clock: from dom0's request (a XenStore write the domU waits on with
-# `vchan xs watch`) to the pump's exit. That includes the request's trip (figure xs_rtt_ms: a
-# XenStore round trip dom0 -> domU -> dom0 measured the same way), so it bounds the detection
-# time from above.
+# Measured on dom0's clock: from dom0's request (a XenStore write; in the domU the exit of a
+# `vchan xs watch` on it starts `kill` at once) to the pump's exit. That includes the request's
+# trip (figure xs_rtt_ms: a round trip dom0 -> domU -> dom0 through the same kind of watches), so
+# it bounds the detection time from above; about half the round trip is the request.
 LAB_TIMEOUT=300
 . /lab/guest/vchan.sh
 
@@ -34,12 +34,14 @@ pk_kill_and_time() {
 }
 
 dom0() {
-  # XenStore round trip through the domU's watcher
+  # XenStore round trip dom0 -> domU -> dom0, watches on both sides
   lab_get ping-armed 60 > /dev/null
+  pk_pump pong vchan xs watch "$XS/pong" --count 2
+  lab_wait 30 "the watch on $XS/pong" grep -q . "$LAB_TMP/pong.out"
   t0=$(vc_now_ns)
   lab_put ping 1
-  lab_get pong 30 > /dev/null
-  lab_figure "xs_rtt_ms=$(( ($(vc_now_ns) - t0) / 1000000 ))"
+  vc_ok pong 30
+  lab_figure "xs_rtt_ms=$(( ($(cat "$LAB_TMP/pong.end") - t0) / 1000000 ))"
 
   p=/local/domain/0/data/vchan/$DOMU/idle
   pk_pump idle-srv vchan pump server "$DOMU" "$p" --send 0 --expect 1G
@@ -56,29 +58,29 @@ dom0() {
   pk_kill_and_time busy-cli
 }
 
-# pk_arm KEY: a watch on $XS/KEY (vchan xs watch: the first event fires when it is set, the
-# second when KEY is written); returns once it is set, then says $XS/KEY-armed.
-pk_arm() {
-  pk_w=w-$(echo "$1" | tr / -)
-  vc_start "$pk_w" vchan xs watch "$XS/$1" --count 2
-  lab_wait 30 "the watch on $XS/$1" grep -q . "$LAB_TMP/$pk_w.out"
-  lab_put "$1-armed" 1
+# pk_on KEY NAME COMMAND...: runs COMMAND as soon as $XS/KEY is written (a `vchan xs watch`
+# whose exit starts it: no polling in between); returns once the watch is set, then says
+# $XS/KEY-armed.
+pk_on() {
+  pk_k=$1 pk_n=$2
+  shift 2
+  vc_start "$pk_n" sh -c 'f=$1; shift; vchan xs watch "$0" --count 2 > "$f" && exec "$@"' \
+    "$XS/$pk_k" "$LAB_TMP/$pk_n.ev" "$@"
+  lab_wait 30 "the watch on $XS/$pk_k" grep -q . "$LAB_TMP/$pk_n.ev"
+  lab_put "$pk_k-armed" 1
 }
-pk_fired() { vc_ok "w-$(echo "$1" | tr / -)" "${2:-60}"; }
 
-# pk_victim TAG: waits for dom0's kill request on $XS/TAG/kill, then kills TAG at once.
+# pk_victim TAG: kills TAG (SIGKILL) as soon as dom0 writes $XS/TAG/kill.
 pk_victim() {
-  pk_arm "$1/kill"
-  pk_fired "$1/kill" 60
-  kill -KILL "$(cat "$LAB_TMP/$1.pid")"
+  pk_on "$1/kill" "$1-killer" kill -KILL "$(cat "$LAB_TMP/$1.pid")"
+  vc_ok "$1-killer" 60
   pk_rc=$(vc_finish "$1" 10) || exit 1
   [ "$pk_rc" = 137 ] || lab_fail "$1: ended with $pk_rc before it was killed: $(tail -n 2 "$LAB_TMP/$1.out")"
 }
 
 domu() {
-  pk_arm ping
-  pk_fired ping 60
-  lab_put pong 1
+  pk_on ping pong xenstore-write "$XS/pong" 1
+  vc_ok pong 60
 
   vc_start idle-srv vchan node client read 0 "$(lab_get idle-srv/path 60)" --wait 30
   lab_wait 60 "idle-srv to map the rings" vc_has_map "$(cat "$LAB_TMP/idle-srv.pid")" /dev/xen/gntdev
