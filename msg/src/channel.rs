@@ -17,6 +17,7 @@ use vchan_xenif::{DomId, EventPort, GrantRef, MappedPages, SharedPages};
 
 use crate::config::{Mode, SpinPolicy, event_channel_key, ring_ref_key};
 use crate::error::{Error, Result};
+use crate::spin::Spinner;
 use crate::wait::{Waiter, Wake};
 
 /// Memory backing a control page or a ring: granted by us (server) or mapped from the peer.
@@ -126,7 +127,9 @@ impl Endpoint {
         self.ctrl.notify_flag(self.role)
     }
 
-    /// Why the peer can no longer take part, if it cannot.
+    /// Why the peer can no longer take part, if it cannot. Three atomic loads (our stop flag,
+    /// the peer monitor's verdict, the peer's live byte): cheap enough for every write.
+    #[inline]
     pub(crate) fn peer_failure(&self) -> Option<Error> {
         if self.dead.load(Ordering::Acquire) {
             return Some(self.stopped());
@@ -247,37 +250,6 @@ impl Drop for Endpoint {
     }
 }
 
-/// Adaptive spinning state of one half.
-#[derive(Debug)]
-struct Spinner {
-    policy: SpinPolicy,
-    current: Duration,
-}
-
-impl Spinner {
-    fn new(policy: SpinPolicy) -> Self {
-        Spinner {
-            policy,
-            current: policy.max,
-        }
-    }
-
-    fn floor(&self) -> Duration {
-        self.policy.max / 64
-    }
-
-    fn record(&mut self, success: bool) {
-        if !self.policy.adaptive {
-            return;
-        }
-        self.current = if success {
-            (self.current * 2).clamp(self.floor(), self.policy.max)
-        } else {
-            (self.current / 2).max(self.floor())
-        };
-    }
-}
-
 /// How a blocking operation waits: shared by both halves (and the frame layer).
 pub(crate) struct Waiting<'a> {
     pub(crate) ep: &'a Endpoint,
@@ -310,7 +282,7 @@ impl Waiting<'_> {
         let start = Instant::now();
         // A timeout too large for the clock is no limit.
         let deadline = self.timeout.and_then(|t| start.checked_add(t));
-        let budget = self.spinner.current;
+        let budget = self.spinner.budget();
         if !budget.is_zero() {
             // A spin too long for the clock spins until the deadline, if any.
             let end = match (start.checked_add(budget), deadline) {
@@ -322,18 +294,20 @@ impl Waiting<'_> {
                     std::hint::spin_loop();
                 }
                 if let Some(v) = attempt(false)? {
-                    self.spinner.record(true);
+                    self.spinner.record(start.elapsed());
                     return Ok(v);
                 }
                 if end.is_some_and(|end| Instant::now() >= end) {
                     break;
                 }
             }
-            self.spinner.record(false);
         }
         loop {
             let seen = self.ep.waiter.generation();
             if let Some(v) = attempt(true)? {
+                // How long the whole wait took tells the spinner whether a longer spin
+                // would have paid (see `crate::spin`).
+                self.spinner.record(start.elapsed());
                 return Ok(v);
             }
             match self.ep.waiter.wait(seen, deadline)? {
@@ -437,6 +411,25 @@ impl ReadHalf {
         Ok(Some(n))
     }
 
+    /// The fast path of [`ReadHalf::read`]: takes what is readable now, publishes and
+    /// signals, without the waiting machinery. `Ok(0)`: nothing readable; the caller waits
+    /// (and looks at the peer's liveness only then, as [`ReadHalf::attempt`] does). Like
+    /// every read it loads (and validates) the peer's index once, so a corrupt index is
+    /// reported by the first read after it was written, not once the cache runs dry.
+    #[inline]
+    fn read_now(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let ep = &*self.ep;
+        ep.check_stopped()?;
+        if self.rx.available().map_err(|e| ep.corrupt(e))? == 0 {
+            return Ok(0);
+        }
+        let n = self.rx.take(buf).map_err(|e| ep.corrupt(e))?;
+        if n > 0 && self.rx.publish_and_check(&ep.own_flag()) {
+            ep.waiter.notify_peer()?;
+        }
+        Ok(n)
+    }
+
     /// Reads at least one byte (blocking mode: waits for it) and at most `buf.len()`.
     ///
     /// Returns `Ok(0)` only for an empty `buf`. When the peer has closed and everything it
@@ -445,6 +438,10 @@ impl ReadHalf {
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        match self.read_now(buf)? {
+            0 => {}
+            n => return Ok(n),
         }
         let (waiting, rx) = self.waiting();
         let ep = waiting.ep;
@@ -592,6 +589,28 @@ impl WriteHalf {
         Ok(Some(n))
     }
 
+    /// The fast path of [`WriteHalf::write`] and [`WriteHalf::write_all`]: stages what fits
+    /// now, publishes and signals, without the waiting machinery. Like every write it first
+    /// checks that the peer is there (as C's `libxenvchan_write` does): writing to a peer
+    /// that left fails with [`Error::PeerClosed`] even when the ring has room; and it loads
+    /// (and validates) the peer's index once, so a corrupt index is reported by the first
+    /// write after it was written. `Ok(0)`: nothing fit; the caller waits.
+    #[inline]
+    fn write_now(&mut self, buf: &[u8]) -> Result<usize> {
+        let ep = &*self.ep;
+        if let Some(failure) = ep.peer_failure() {
+            return Err(failure);
+        }
+        if self.tx.space().map_err(|e| ep.corrupt(e))? == 0 {
+            return Ok(0);
+        }
+        let n = self.tx.stage(buf).map_err(|e| ep.corrupt(e))?;
+        if n > 0 && self.tx.publish_and_check(&ep.own_flag()) {
+            ep.waiter.notify_peer()?;
+        }
+        Ok(n)
+    }
+
     fn run(&mut self, buf: &[u8], exact: bool) -> Result<usize> {
         let waiting = Waiting {
             ep: &self.ep,
@@ -612,7 +631,10 @@ impl WriteHalf {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.run(buf, false)
+        match self.write_now(buf)? {
+            0 => self.run(buf, false),
+            n => Ok(n),
+        }
     }
 
     /// Writes all of `buf`, waiting for space as often as needed (in non-blocking mode it
@@ -620,7 +642,10 @@ impl WriteHalf {
     /// [`WriteHalf::write`] to know how much).
     pub fn write_all(&mut self, mut buf: &[u8]) -> Result<()> {
         while !buf.is_empty() {
-            let n = self.run(buf, false)?;
+            let n = match self.write_now(buf)? {
+                0 => self.run(buf, false)?,
+                n => n,
+            };
             buf = &buf[n..];
         }
         Ok(())

@@ -14,13 +14,17 @@ use crate::error::{Error, Result};
 /// like a 2-core VM, tens of microseconds before the sleeper runs again (on Xen: a hypercall
 /// and an interrupt). When the peer is actively producing or consuming, a short spin usually
 /// sees its progress first and avoids that cost. Spinning is bounded by [`SpinPolicy::max`];
-/// with [`SpinPolicy::adaptive`] each channel half shrinks its spin when spinning keeps failing
-/// (the peer is idle, so spinning only burns CPU) and grows it back when it pays off.
+/// with [`SpinPolicy::adaptive`] each channel half shrinks its spin when its waits take longer
+/// than `max` (the peer is idle, so spinning only burns CPU) and grows it back as soon as a
+/// wait ends within `max` of its start, spinning or sleeping (a spin of `max` would have
+/// paid); every 16th wait below `max` spins the full `max` as a probe, so the budget also
+/// recovers where a wake-up from sleep takes longer than `max` itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpinPolicy {
     /// The longest spin before sleeping. `Duration::ZERO` never spins.
     pub max: Duration,
-    /// Adapt the spin between `max / 64` and `max` to how often spinning succeeds.
+    /// Adapt the spin between `max / 64` and `max` to how long waits take (see the type's
+    /// documentation).
     pub adaptive: bool,
 }
 

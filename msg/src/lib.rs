@@ -43,6 +43,7 @@ mod error;
 pub mod frame;
 mod monitor;
 mod server;
+mod spin;
 mod wait;
 
 pub use channel::{ReadHalf, ShutdownHandle, Vchan, WriteHalf};

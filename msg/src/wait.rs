@@ -20,7 +20,7 @@
 //! (so `wait` returns at once).
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -43,8 +43,6 @@ pub(crate) trait PeerMonitor: Send + Sync + std::fmt::Debug {
 struct State {
     /// A thread is inside `poll(2)` on the event-channel fd.
     polling: bool,
-    /// The monitor reported the peer gone.
-    peer_gone: bool,
 }
 
 /// What ended a [`Waiter::wait`].
@@ -65,6 +63,11 @@ pub(crate) struct Waiter {
     /// Written by [`Waiter::interrupt`] to end a `poll(2)` in progress (shutdown).
     interrupt: EventFd,
     generation: AtomicU64,
+    /// The monitor reported the peer gone. Set (once, never cleared) while holding `state`
+    /// and before the generation is bumped, so a waiter that sees the new generation, or
+    /// checks under the lock, sees it too; read without the lock on every write
+    /// ([`Waiter::peer_gone`]: one load).
+    peer_gone: AtomicBool,
     state: Mutex<State>,
     cond: Condvar,
 }
@@ -83,6 +86,7 @@ impl Waiter {
             monitor,
             interrupt,
             generation: AtomicU64::new(0),
+            peer_gone: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
         })
@@ -116,9 +120,17 @@ impl Waiter {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether the peer monitor has reported the peer gone.
+    /// Whether the peer monitor has reported the peer gone (one atomic load: cheap enough
+    /// for every write).
+    #[inline]
     pub(crate) fn peer_gone(&self) -> bool {
-        self.lock().peer_gone
+        self.peer_gone.load(Ordering::Acquire)
+    }
+
+    /// Records that the peer is gone; the caller holds the state lock and bumps the
+    /// generation afterwards.
+    fn mark_peer_gone(&self, _st: &MutexGuard<'_, State>) {
+        self.peer_gone.store(true, Ordering::Release);
     }
 
     /// Signals the peer.
@@ -127,8 +139,8 @@ impl Waiter {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave `State` inconsistent (two plain
-        // fields, each written in one statement), so a poisoned lock is still usable.
+        // A panic while holding this lock cannot leave `State` inconsistent (one plain
+        // field, written in one statement), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -157,7 +169,8 @@ impl Waiter {
             if ready {
                 any = true;
                 if !m.check()? {
-                    self.lock().peer_gone = true;
+                    let st = self.lock();
+                    self.mark_peer_gone(&st);
                 }
             }
         }
@@ -181,7 +194,7 @@ impl Waiter {
     pub(crate) fn wait(&self, seen: u64, deadline: Option<Instant>) -> Result<Wake> {
         let mut st = self.lock();
         loop {
-            if self.generation() != seen || st.peer_gone {
+            if self.generation() != seen || self.peer_gone() {
                 return Ok(Wake::Progress);
             }
             let timeout = match deadline {
@@ -211,7 +224,7 @@ impl Waiter {
             match outcome {
                 Ok((events, alive)) => {
                     if !alive {
-                        st.peer_gone = true;
+                        self.mark_peer_gone(&st);
                     }
                     if events || !alive {
                         self.bump();
