@@ -10,8 +10,9 @@ use vchan_ring::{Consumer, Producer};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::core::{
-    Frame, LocateError, Located, Release, Staged, check_suitable, copy_frame, fill_with_bytes,
-    head_offset, locate, look_or_request, stage_frame, tail_offset,
+    Frame, LocateError, Located, Release, Staged, check_suitable, copy_frame, deliver_batch,
+    fill_with_bytes, head_offset, locate, look_or_request, stage_frame, tail_offset,
+    try_stage_bytes,
 };
 use super::error::{FrameError, Malformation};
 use super::view::FrameBuf;
@@ -120,6 +121,24 @@ impl FrameReader {
     /// Waits (as `mode` says) for the next frame.
     fn wait_frame(&mut self, mode: Mode) -> Result<Located, FrameError> {
         self.check()?;
+        // The fast path: a frame is there (no waiting machinery). Finding none, it may have
+        // stepped over a skip marker without giving its space back: the attempt below does
+        // (`look_or_request`), before any sleep.
+        if !self.half.ep.is_shut_down() {
+            let mut fault = None;
+            match Self::locate(&self.half.ep, &mut self.half.rx, &mut fault) {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some((offset, problem)) = fault {
+                        self.fault = Some((offset, problem));
+                        self.half.ep.shutdown();
+                        return Err(FrameError::Malformed { offset, problem });
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
         let saved = self.half.mode();
         self.half.set_mode(mode);
         let mut fault = None;
@@ -169,9 +188,12 @@ impl FrameReader {
     /// other frame already published, up to `max`, to `each`, and gives their space back with
     /// one publish (and at most one signal) at the end. Returns how many frames `each` got.
     ///
-    /// A frame `each` keeps from being dropped (`mem::forget`) stays unread. A malformed
-    /// frame after some good ones ends the batch with its error (the good ones were
-    /// delivered).
+    /// After the wait, the writer's index is loaded once for the batch and the frames are
+    /// walked with a private cursor (each header fetched once and validated as for
+    /// [`recv`](FrameReader::recv)). A frame `each` keeps from being dropped
+    /// (`mem::forget`) or [`unread`](Frame::unread)s ends the batch and stays in the ring.
+    /// A malformed frame after some good ones ends the batch with its error (the good ones
+    /// were delivered).
     pub fn recv_batch(
         &mut self,
         max: usize,
@@ -181,32 +203,18 @@ impl FrameReader {
             return Ok(0);
         }
         let mode = self.half.mode();
-        let mut next = Some(self.wait_frame(mode)?);
-        let mut count = 0;
-        let mut outcome = Ok(());
-        while let Some(loc) = next {
-            each(Frame::new(loc, self, false));
-            count += 1;
-            if count == max {
-                break;
-            }
-            let mut fault = None;
-            next = match Self::locate(&self.half.ep, &mut self.half.rx, &mut fault) {
-                Ok(found) => found,
-                Err(e) => {
-                    outcome = Err(match fault {
-                        Some((offset, problem)) => {
-                            self.fault = Some((offset, problem));
-                            self.half.ep.shutdown();
-                            FrameError::Malformed { offset, problem }
-                        }
-                        None => e.into(),
-                    });
-                    None
-                }
-            };
-        }
+        let first = self.wait_frame(mode)?;
         let ep = &*self.half.ep;
+        let (count, outcome) = deliver_batch(&mut self.half.rx, first, max, &mut each);
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(LocateError::Malformed { offset, problem }) => {
+                self.fault = Some((offset, problem));
+                ep.shutdown();
+                Err(FrameError::Malformed { offset, problem })
+            }
+            Err(LocateError::Ring(e)) => Err(ep.corrupt(e).into()),
+        };
         if self.half.rx.publish_and_check(&ep.own_flag()) {
             ep.waiter.notify_peer()?;
         }
@@ -420,8 +428,27 @@ impl FrameWriter {
             return Err(gone.into());
         }
         let bytes = value.as_bytes();
+        if self.stage_now(tag, bytes)? {
+            return Ok(Self::publish(&self.half.ep, &mut self.half.tx)?);
+        }
         self.put(tag, bytes.len(), fill_with_bytes(bytes), true)
             .map(|_| ())
+    }
+
+    /// The fast path of a typed send: stages a frame holding `bytes` if it fits now before
+    /// the ring's end, without the waiting machinery. `Ok(false)`: take [`Self::put`] (it
+    /// did not fit, or there is an error to report, which `put` does).
+    #[inline]
+    fn stage_now(&mut self, tag: u32, bytes: &[u8]) -> Result<bool, FrameError> {
+        let ep = &*self.half.ep;
+        if self.deferred.is_some()
+            || is_reserved_tag(tag)
+            || bytes.len() > max_payload(self.half.tx.capacity())
+            || ep.is_shut_down()
+        {
+            return Ok(false);
+        }
+        try_stage_bytes(&mut self.half.tx, tag, bytes).map_err(|e| ep.corrupt(e).into())
     }
 
     /// Sends one frame whose payload `fill` writes in place: `max_len` bytes are reserved,
@@ -556,8 +583,10 @@ impl Batch<'_> {
         value: &T,
     ) -> Result<(), FrameError> {
         let bytes = value.as_bytes();
-        self.writer
-            .put(tag, bytes.len(), fill_with_bytes(bytes), false)?;
+        if !self.writer.stage_now(tag, bytes)? {
+            self.writer
+                .put(tag, bytes.len(), fill_with_bytes(bytes), false)?;
+        }
         self.frames += 1;
         Ok(())
     }

@@ -11,7 +11,8 @@ use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
 use vchan_ring::{
-    Consumer, ContiguousRingMemory, FlagCell, IndexCell, Producer, RawIndex, RawRing, RingError,
+    Consumer, ContiguousRingMemory, FlagCell, IndexCell, Producer, RawIndex, RawRing, ReadRegion,
+    RingError,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Ref};
 
@@ -100,6 +101,80 @@ pub(crate) fn check_suitable(capacity: usize, offset: usize) -> Result<(), Frame
     Ok(())
 }
 
+/// What a header fetched (once) from the ring is.
+#[derive(Clone, Copy, Debug)]
+enum Header {
+    /// A frame of `footprint` bytes, all of them published and before the ring's end.
+    Frame {
+        tag: u32,
+        len: u32,
+        footprint: usize,
+    },
+    /// A valid skip marker: the `room` bytes up to the ring's end are padding, all published.
+    Skip { room: usize },
+}
+
+/// Validates a header fetched once at ring `offset` (a multiple of 8) of a ring of `size`
+/// bytes, with `available` bytes published from there: every bound [`locate`] and
+/// [`Walk`] rely on is checked here, on the copy, and nowhere else.
+#[inline(always)]
+fn check_header(
+    raw: [u8; HEADER_LEN],
+    offset: usize,
+    size: usize,
+    available: usize,
+) -> Result<Header, Malformation> {
+    let room = size - offset;
+    let [t0, t1, t2, t3, l0, l1, l2, l3] = raw;
+    let tag = u32::from_le_bytes([t0, t1, t2, t3]);
+    let len = u32::from_le_bytes([l0, l1, l2, l3]);
+    if tag == TAG_SKIP {
+        if offset == 0 {
+            return Err(Malformation::SkipAtRingStart);
+        }
+        let expected = (room - HEADER_LEN) as u32;
+        if len != expected {
+            return Err(Malformation::BadSkip { len, expected });
+        }
+        if available < room {
+            return Err(Malformation::SkipBeyondPublished {
+                room: room as u32,
+                available: available as u32,
+            });
+        }
+        return Ok(Header::Skip { room });
+    }
+    if is_reserved_tag(tag) {
+        return Err(Malformation::ReservedTag { tag });
+    }
+    let max = max_payload(size);
+    if len as usize > max {
+        return Err(Malformation::LengthBeyondRing {
+            len,
+            max: max as u32,
+        });
+    }
+    // `len <= size - 8` and `size` is a multiple of 8: the footprint is at most `size`.
+    let fp = footprint(len as usize).unwrap_or(usize::MAX);
+    if fp > room {
+        return Err(Malformation::CrossesRingEnd {
+            len,
+            room: room as u32,
+        });
+    }
+    if fp > available {
+        return Err(Malformation::BeyondPublished {
+            footprint: fp as u32,
+            available: available as u32,
+        });
+    }
+    Ok(Header::Frame {
+        tag,
+        len,
+        footprint: fp,
+    })
+}
+
 /// Finds the next frame at the consumer's head, stepping over a skip marker, without
 /// consuming the frame itself. `Ok(None)`: nothing published yet.
 ///
@@ -121,7 +196,6 @@ pub(crate) fn locate<M: ContiguousRingMemory, X: IndexCell>(
         }
         let parts = region.as_raw_parts();
         let offset = offset_of(&parts);
-        let room = size - offset;
         let malformed = |problem| LocateError::Malformed {
             offset: offset as u32,
             problem,
@@ -135,62 +209,179 @@ pub(crate) fn locate<M: ContiguousRingMemory, X: IndexCell>(
         // the 8 header bytes lie before the ring's end.
         let mut raw = [0u8; HEADER_LEN];
         region.copy_to(0, &mut raw);
-        let [t0, t1, t2, t3, l0, l1, l2, l3] = raw;
-        let tag = u32::from_le_bytes([t0, t1, t2, t3]);
-        let len = u32::from_le_bytes([l0, l1, l2, l3]);
+        match check_header(raw, offset, size, available).map_err(malformed)? {
+            Header::Skip { room } => {
+                region.consume(room).map_err(LocateError::Ring)?;
+                continue;
+            }
+            Header::Frame {
+                tag,
+                len,
+                footprint,
+            } => {
+                // SAFETY: the frame `start..start + footprint` lies inside the ring
+                // (`check_header`: it ends before the ring's end), and `footprint >=
+                // HEADER_LEN`, so `start + 8` is inside it or at its end.
+                let payload = unsafe { parts[0].0.add(HEADER_LEN) };
+                return Ok(Some(Located {
+                    tag,
+                    len,
+                    payload,
+                    footprint: footprint as u32,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
 
-        if tag == TAG_SKIP {
-            if offset == 0 {
-                return Err(malformed(Malformation::SkipAtRingStart));
+/// The frames published after a first one, walked with a private cursor for a batch
+/// receive: the producer index is loaded once (by the [`Consumer::peek`] that made the
+/// region), each header is fetched once and validated by the same [`check_header`] as
+/// [`locate`]'s, and nothing is consumed until [`Walk::finish`] consumes the bytes of the
+/// delivered frames (and skip markers) at once.
+pub(crate) struct Walk<'a, M, X> {
+    region: ReadRegion<'a, M, X>,
+    size: usize,
+    /// Ring offset of the region's start (the consumer's head).
+    head: usize,
+    /// The ring's first byte.
+    base: NonNull<u8>,
+    /// Bytes of the region walked so far.
+    at: usize,
+}
+
+impl<'a, M: ContiguousRingMemory, X: IndexCell> Walk<'a, M, X> {
+    /// A walk of the published bytes at the consumer's head, starting after the first
+    /// `first` bytes (the frame the caller already located there). One load of the shared
+    /// producer index.
+    pub(crate) fn new(rx: &'a mut Consumer<M, X>, first: usize) -> Result<Self, RingError> {
+        let size = rx.capacity();
+        let region = rx.peek(size)?;
+        let parts = region.as_raw_parts();
+        Ok(Walk {
+            head: offset_of(&parts),
+            base: parts[1].0,
+            region,
+            size,
+            at: first,
+        })
+    }
+
+    /// Bytes walked so far (frames and skip markers).
+    pub(crate) fn walked(&self) -> usize {
+        self.at
+    }
+
+    /// The next published frame, stepping over a skip marker; `Ok(None)` at the end of what
+    /// was published when the walk began. On an error the cursor stays before the bad bytes.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Result<Option<Located>, LocateError> {
+        // At most two rounds, as in `locate`.
+        for _ in 0..2 {
+            let len = self.region.len();
+            if self.at >= len {
+                return Ok(None);
             }
-            let expected = (room - HEADER_LEN) as u32;
-            if len != expected {
-                return Err(malformed(Malformation::BadSkip { len, expected }));
-            }
-            if available < room {
-                return Err(malformed(Malformation::SkipBeyondPublished {
-                    room: room as u32,
+            let available = len - self.at;
+            // `at <= len <= size` and the head is inside the ring.
+            let offset = (self.head + self.at) & (self.size - 1);
+            let malformed = |problem| LocateError::Malformed {
+                offset: offset as u32,
+                problem,
+            };
+            if available < HEADER_LEN {
+                return Err(malformed(Malformation::ShortHeader {
                     available: available as u32,
                 }));
             }
-            region.consume(room).map_err(LocateError::Ring)?;
-            continue;
+            // The single fetch of this header (the walk is at a frame boundary, a multiple
+            // of 8, so the header lies before the ring's end).
+            let mut raw = [0u8; HEADER_LEN];
+            self.region.copy_to(self.at, &mut raw);
+            match check_header(raw, offset, self.size, available).map_err(malformed)? {
+                Header::Skip { room } => self.at += room,
+                Header::Frame {
+                    tag,
+                    len,
+                    footprint,
+                } => {
+                    // SAFETY: `offset + footprint <= size` (`check_header`) and `footprint >=
+                    // HEADER_LEN`, so `offset + 8` is inside the ring or at its end; `base`
+                    // is the ring's first byte.
+                    let payload = unsafe { self.base.add(offset + HEADER_LEN) };
+                    self.at += footprint;
+                    return Ok(Some(Located {
+                        tag,
+                        len,
+                        payload,
+                        footprint: footprint as u32,
+                    }));
+                }
+            }
         }
-        if is_reserved_tag(tag) {
-            return Err(malformed(Malformation::ReservedTag { tag }));
-        }
-        let max = max_payload(size);
-        if len as usize > max {
-            return Err(malformed(Malformation::LengthBeyondRing {
-                len,
-                max: max as u32,
-            }));
-        }
-        // `len <= size - 8` and `size` is a multiple of 8: the footprint is at most `size`.
-        let fp = footprint(len as usize).unwrap_or(usize::MAX);
-        if fp > room {
-            return Err(malformed(Malformation::CrossesRingEnd {
-                len,
-                room: room as u32,
-            }));
-        }
-        if fp > available {
-            return Err(malformed(Malformation::BeyondPublished {
-                footprint: fp as u32,
-                available: available as u32,
-            }));
-        }
-        // SAFETY: the frame `start..start + fp` lies inside the ring (`fp <= room`), and
-        // `fp >= HEADER_LEN`, so `start + 8` is inside it or at its end.
-        let payload = unsafe { parts[0].0.add(HEADER_LEN) };
-        return Ok(Some(Located {
-            tag,
-            len,
-            payload,
-            footprint: fp as u32,
-        }));
+        Ok(None)
     }
-    Ok(None)
+
+    /// Consumes the first `n` walked bytes (not published yet).
+    pub(crate) fn finish(self, n: usize) -> Result<(), RingError> {
+        self.region.consume(n.min(self.at))
+    }
+}
+
+/// Hands `first` (located at the consumer's head) and the frames published after it, up to
+/// `max` in all, to `each`, and consumes (without publishing) the space of those `each`
+/// released and of the skip markers before and after them. A frame `each` keeps (forgotten,
+/// or [`unread`](Frame::unread)) ends the batch and stays at the head. Returns how many
+/// frames `each` got, and the error (a corrupt ring, a malformed frame) that ended the batch
+/// early, if one did: the frames before it were delivered and consumed.
+pub(crate) fn deliver_batch<M, X>(
+    rx: &mut Consumer<M, X>,
+    first: Located,
+    max: usize,
+    each: &mut impl FnMut(Frame<'_>),
+) -> (usize, Result<(), LocateError>)
+where
+    M: ContiguousRingMemory,
+    X: IndexCell,
+{
+    let mut walk = match Walk::new(rx, first.footprint as usize) {
+        Ok(w) => w,
+        Err(e) => return (0, Err(LocateError::Ring(e))),
+    };
+    let mut count = 0;
+    let mut upto = 0;
+    let mut next = Some(first);
+    let mut outcome = Ok(());
+    while let Some(loc) = next {
+        let mut released = 0u32;
+        each(Frame::batched(loc, &mut released));
+        count += 1;
+        if released != loc.footprint {
+            break;
+        }
+        upto = walk.walked();
+        if count >= max {
+            break;
+        }
+        next = match walk.next() {
+            Ok(Some(loc)) => Some(loc),
+            Ok(None) => {
+                // A skip marker stepped over at the end goes back too: the writer may wait
+                // for exactly that space.
+                upto = walk.walked();
+                None
+            }
+            Err(e) => {
+                outcome = Err(e);
+                None
+            }
+        };
+    }
+    if let Err(e) = walk.finish(upto) {
+        return (count, Err(LocateError::Ring(e)));
+    }
+    (count, outcome)
 }
 
 /// What [`look_or_request`] found.
@@ -345,6 +536,53 @@ where
     Ok(Staged::Done(len))
 }
 
+/// The fast path of a typed send: stages one frame holding `bytes` if it fits now before
+/// the ring's end — one reservation, the header and the payload written straight into it
+/// (for a `T` of known size the payload copy is a fixed-size copy the compiler inlines).
+/// `Ok(false)`: it does not fit (no space now, or a skip marker is needed), and nothing was
+/// written: take [`stage_frame`]. The caller checked the tag (not reserved) and the length
+/// (at most [`max_payload`]).
+#[inline(always)]
+pub(crate) fn try_stage_bytes<M, X>(
+    tx: &mut Producer<M, X>,
+    tag: u32,
+    bytes: &[u8],
+) -> Result<bool, RingError>
+where
+    M: ContiguousRingMemory,
+    X: IndexCell,
+{
+    let len = bytes.len();
+    debug_assert!(!is_reserved_tag(tag) && len <= max_payload(tx.capacity()));
+    // `len <= size - 8`: no overflow.
+    let fp = (len + HEADER_LEN + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1);
+    let region = match tx.reserve(fp) {
+        Ok(r) => r,
+        Err(RingError::NoSpace { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let [(start, first), _] = region.as_raw_parts();
+    if first < fp {
+        // It would wrap: a skip marker goes first (the general path).
+        return Ok(false);
+    }
+    // The reservation's first piece, `start..start + fp` (`first >= fp`), is free ring space
+    // that the ring protocol gives to this producer (held `&mut` through `region`) until it
+    // is committed, valid for writes; the header, the payload and the padding lie inside it,
+    // one after the other.
+    let at = start.as_ptr();
+    // SAFETY: `at..at + 8` is the start of the reservation (see above).
+    unsafe { std::ptr::write_unaligned(at.cast::<WireHeader>(), WireHeader::new(tag, len as u32)) };
+    let payload = at.wrapping_add(HEADER_LEN);
+    // SAFETY: `payload..payload + len` follows the header inside the reservation (`8 + len <=
+    // fp`); `bytes` is private memory, so the ranges do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), payload, len) };
+    // SAFETY: the padding, `fp - 8 - len < 8` bytes, ends the reservation.
+    unsafe { std::ptr::write_bytes(payload.wrapping_add(len), 0, fp - HEADER_LEN - len) };
+    region.commit_all();
+    Ok(true)
+}
+
 /// Copies `value`'s bytes into a frame buffer (the typed send's fill closure).
 pub(crate) fn fill_with_bytes(
     bytes: &[u8],
@@ -393,27 +631,61 @@ pub(crate) trait Release {
 /// ```
 pub struct Frame<'a> {
     loc: Located,
-    owner: &'a mut dyn Release,
-    publish: bool,
+    owner: Owner<'a>,
     released: bool,
+}
+
+/// Who takes a frame's space back when it is released.
+enum Owner<'a> {
+    /// The reader: consumes it (and publishes, if `publish`) at once.
+    Reader {
+        owner: &'a mut dyn Release,
+        publish: bool,
+    },
+    /// A batch receive ([`deliver_batch`]): the frame only reports the footprint it released
+    /// (0 if left unread), and the batch consumes everything at its end. No call through a
+    /// trait object, so a batch's per-frame release inlines to one store.
+    Batch(&'a mut u32),
 }
 
 impl<'a> Frame<'a> {
     pub(crate) fn new(loc: Located, owner: &'a mut dyn Release, publish: bool) -> Frame<'a> {
         Frame {
             loc,
-            owner,
-            publish,
+            owner: Owner::Reader { owner, publish },
             released: false,
         }
     }
 
+    /// A frame of a batch: releasing it stores its footprint in `released`.
+    #[inline]
+    pub(crate) fn batched(loc: Located, released: &'a mut u32) -> Frame<'a> {
+        Frame {
+            loc,
+            owner: Owner::Batch(released),
+            released: false,
+        }
+    }
+
+    #[inline]
+    fn release_now(&mut self) -> Result<(), FrameError> {
+        match &mut self.owner {
+            Owner::Reader { owner, publish } => owner.release(self.loc.footprint, *publish),
+            Owner::Batch(released) => {
+                **released = self.loc.footprint;
+                Ok(())
+            }
+        }
+    }
+
     /// The frame's tag.
+    #[inline]
     pub fn tag(&self) -> u32 {
         self.loc.tag
     }
 
     /// Payload length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.loc.len as usize
     }
@@ -433,6 +705,7 @@ impl<'a> Frame<'a> {
 
     /// The payload as a volatile view (copies, typed reads, fd writes), valid while the frame
     /// is.
+    #[inline]
     pub fn bytes(&self) -> SharedBytes<'_> {
         // SAFETY: `locate` checked that the payload lies inside the ring and inside what the
         // writer published; our consumer owns those bytes until the frame is released, which
@@ -442,6 +715,7 @@ impl<'a> Frame<'a> {
     }
 
     /// A `T` copied out of the payload at `offset` (one fetch; any alignment).
+    #[inline]
     pub fn read<T: FromBytes>(&self, offset: usize) -> Result<T, FrameError> {
         self.bytes().read(offset)
     }
@@ -502,15 +776,18 @@ impl<'a> Frame<'a> {
     /// the frame does the same but reports such a failure from the next call).
     pub fn finish(mut self) -> Result<(), FrameError> {
         self.released = true;
-        self.owner.release(self.loc.footprint, self.publish)
+        self.release_now()
     }
 }
 
 impl Drop for Frame<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.released {
-            if let Err(e) = self.owner.release(self.loc.footprint, self.publish) {
-                self.owner.defer(e);
+            if let Err(e) = self.release_now() {
+                if let Owner::Reader { owner, .. } = &mut self.owner {
+                    owner.defer(e);
+                }
             }
         }
     }
@@ -611,6 +888,41 @@ impl<M: ContiguousRingMemory, X: IndexCell> FrameConsumer<M, X> {
                 self.rx.publish();
                 Ok(None)
             }
+        }
+    }
+
+    /// Hands every frame published now, up to `max`, to `each`, and gives their space back
+    /// with one publish at the end (no signal: see
+    /// [`publish_and_check`](FrameConsumer::publish_and_check)). Returns how many frames
+    /// `each` got (0: none published).
+    ///
+    /// The writer's index is loaded once for the batch and the frames are walked with a
+    /// private cursor, each header fetched once and validated as for
+    /// [`try_recv`](FrameConsumer::try_recv). A frame `each` keeps (forgotten, or
+    /// [`unread`](Frame::unread)) ends the batch and stays in the ring. A malformed frame
+    /// after some good ones ends the batch with its error (the good ones were delivered and
+    /// their space given back), and every later call fails with it.
+    pub fn try_recv_batch(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(Frame<'_>),
+    ) -> Result<usize, FrameError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let Some(first) = self.locate()? else {
+            self.rx.publish();
+            return Ok(0);
+        };
+        let (count, outcome) = deliver_batch(&mut self.rx, first, max, &mut each);
+        self.rx.publish();
+        match outcome {
+            Ok(()) => Ok(count),
+            Err(LocateError::Malformed { offset, problem }) => {
+                self.fault = Some((offset, problem));
+                Err(FrameError::Malformed { offset, problem })
+            }
+            Err(LocateError::Ring(e)) => Err(e.into()),
         }
     }
 
@@ -752,6 +1064,12 @@ impl<M: ContiguousRingMemory, X: IndexCell> FrameProducer<M, X> {
         value: &T,
     ) -> Result<bool, FrameError> {
         let bytes = value.as_bytes();
+        if !is_reserved_tag(tag)
+            && bytes.len() <= max_payload(self.tx.capacity())
+            && try_stage_bytes(&mut self.tx, tag, bytes)?
+        {
+            return Ok(true);
+        }
         Ok(self
             .try_stage_with(tag, bytes.len(), fill_with_bytes(bytes))?
             .is_some())

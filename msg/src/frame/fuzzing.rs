@@ -363,7 +363,9 @@ pub enum HostileOp {
         /// How it is released.
         release: u8,
     },
-    /// The reader receives a typed copy (`kind % 3`: `u64`, `[u8; 16]`, `[u32; 3]`).
+    /// The reader receives a typed copy (`kind % 3`: `u64`, `[u8; 16]`, `[u32; 3]`); with
+    /// `kind >= 0xC0`, a batch of at most `kind % 8 + 1` frames instead
+    /// ([`FrameConsumer::try_recv_batch`]), each checked as [`HostileOp::Recv`] checks one.
     RecvCopy(u8),
 }
 
@@ -784,6 +786,90 @@ impl Hostile<'_> {
         }
     }
 
+    /// A batch receive: every frame delivered is checked as in [`Hostile::recv`] (its header
+    /// fetched once, where the walk must be, intact while the writer is honest), and the
+    /// consumer index moves by exactly the delivered frames and the skip markers among them
+    /// (and one at the end).
+    fn recv_batch<M, X>(&mut self, reader: &mut FrameConsumer<M, X>, max: usize)
+    where
+        M: ContiguousRingMemory,
+        X: IndexCell,
+    {
+        let (ring, size) = (self.ring, self.size);
+        let mask = size - 1;
+        let cons_before = ring.cons().load(Ordering::Relaxed);
+        ring.take_log();
+        let base = ring.alloc.as_ptr() as usize + GUARD;
+        let mut got: Vec<(usize, u32, usize, Vec<u8>)> = Vec::new();
+        let result = reader.try_recv_batch(max, |frame| {
+            let payload_at = (frame.bytes().as_ptr() as usize).wrapping_sub(base);
+            assert!(payload_at >= HEADER_LEN && payload_at + frame.len() <= size);
+            got.push((
+                payload_at - HEADER_LEN,
+                frame.tag(),
+                frame.len(),
+                frame.to_vec(),
+            ));
+        });
+        if let Ok(n) = result {
+            assert_eq!(n, got.len());
+        }
+        assert!(got.len() <= max);
+        if !got.is_empty() {
+            if let Some(f) = self.failed {
+                panic!("a reader that failed ({f:?}) read again");
+            }
+        }
+        let log = ring.take_log();
+        let mut pos = cons_before as usize & mask;
+        let mut moved = 0usize;
+        for (start, tag, len, bytes) in got {
+            let fetches: Vec<_> = log.iter().filter(|&&(off, _, _)| off == start).collect();
+            assert_eq!(fetches.len(), 1, "the header at {start} was fetched once");
+            let (_, n, h) = *fetches[0];
+            assert!(n >= HEADER_LEN);
+            assert_eq!(tag, u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+            assert_eq!(len as u32, u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+            assert!(len <= max_payload(size) && tag < FIRST_RESERVED_TAG);
+            if start != pos {
+                assert_eq!(
+                    start, 0,
+                    "a frame starts where the last ended or after a skip"
+                );
+                moved += size - pos;
+                pos = 0;
+                self.stats.after_skip += 1;
+            }
+            let fp = footprint(len).unwrap_or(usize::MAX);
+            moved += fp;
+            pos = (pos + fp) & mask;
+            self.stats.frames += 1;
+            if self.honest {
+                self.stats.honest_frames += 1;
+                let Some((t, body)) = self.sent.pop_front() else {
+                    panic!("a frame the honest writer did not publish")
+                };
+                assert_eq!((tag, &bytes), (t, &body), "payload of tag {t:#x}");
+            }
+        }
+        let delta = ring
+            .cons()
+            .load(Ordering::Relaxed)
+            .wrapping_sub(cons_before) as usize;
+        assert!(
+            delta == moved || (pos != 0 && delta == moved + size - pos),
+            "the consumer moved by {delta}, the frames and skips by {moved}"
+        );
+        match result {
+            Err(e) => self.fail(&e),
+            Ok(n) => {
+                if self.honest && n < max {
+                    assert!(self.sent.is_empty(), "published frames were not found");
+                }
+            }
+        }
+    }
+
     fn recv_copy<M, X>(&mut self, reader: &mut FrameConsumer<M, X>, kind: u8)
     where
         M: ContiguousRingMemory,
@@ -859,6 +945,9 @@ pub fn run_hostile(script: &HostileScript) -> HostileStats {
     for op in &script.ops {
         match op {
             HostileOp::Recv { accesses, release } => run.recv(&mut reader, accesses, *release),
+            HostileOp::RecvCopy(kind) if *kind >= 0xC0 => {
+                run.recv_batch(&mut reader, *kind as usize % 8 + 1)
+            }
             HostileOp::RecvCopy(kind) => run.recv_copy(&mut reader, *kind),
             other => run.write_op(other),
         }
@@ -1360,6 +1449,60 @@ mod tests {
             files += 1;
         }
         assert!(files >= 8, "only {files} corpus files in {}", dir.display());
+    }
+
+    /// Batch receives ([`FrameConsumer::try_recv_batch`]) through the hostile harness:
+    /// honest traffic that wraps (skip markers inside batches and at their ends), with and
+    /// without bytes changing after every copy; and a malformed header in the middle of a
+    /// batch, which delivers the frames before it and fails for good.
+    #[test]
+    fn batches_walk_over_skip_markers_and_stop_at_a_malformed_frame() {
+        use HostileOp as H;
+        for (order, flip) in [(0, false), (2, false), (2, true), (4, false), (6, true)] {
+            let size = 16u16 << order;
+            let mut ops = Vec::new();
+            for k in 0..60u16 {
+                ops.push(H::Frame {
+                    tag: k as u32,
+                    len: (k * 37) % size,
+                });
+                if k % 4 == 3 {
+                    ops.push(H::Publish);
+                    ops.push(H::RecvCopy(0xC0 | (k as u8 % 8)));
+                }
+            }
+            ops.extend([H::Publish, H::RecvCopy(0xC7), H::RecvCopy(0xC7)]);
+            let stats = run_hostile(&HostileScript { order, flip, ops });
+            assert_eq!(stats.failure, None, "ring {size}");
+            assert!(stats.honest_frames >= 15, "ring {size}: {stats:?}");
+            if (64..=256).contains(&size) {
+                assert!(stats.after_skip > 0, "ring {size}: {stats:?}");
+            }
+        }
+        let ops = vec![
+            H::Frame { tag: 1, len: 8 },
+            H::Frame { tag: 2, len: 8 },
+            H::Publish,
+            H::RawHeader {
+                tag: 5,
+                len: Some(9999),
+                jump: 16,
+            },
+            H::Prod(ProdValue::TailPlus(0)),
+            H::RecvCopy(0xC7),
+            H::RecvCopy(0xC7),
+        ];
+        let stats = run_hostile(&HostileScript {
+            order: 3,
+            flip: false,
+            ops,
+        });
+        assert_eq!(stats.frames, 2, "{stats:?}");
+        assert_eq!(
+            stats.failure.as_deref(),
+            Some("Malformed: LengthBeyondRing"),
+            "{stats:?}"
+        );
     }
 
     #[test]

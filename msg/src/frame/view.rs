@@ -28,6 +28,7 @@ fn out_of_bounds(offset: usize, size: usize, len: usize) -> FrameError {
 }
 
 /// `offset..offset + size` inside `0..len`?
+#[inline]
 fn check_range(offset: usize, size: usize, len: usize) -> Result<(), FrameError> {
     match offset.checked_add(size) {
         Some(end) if end <= len => Ok(()),
@@ -117,6 +118,7 @@ impl<'a> SharedBytes<'a> {
     ///
     /// `ptr..ptr + len` is valid for reads during `'a`, and nothing in this process writes
     /// it during `'a` (the peer domain may).
+    #[inline]
     pub(crate) unsafe fn new(ptr: NonNull<u8>, len: usize) -> SharedBytes<'a> {
         SharedBytes {
             ptr,
@@ -171,6 +173,7 @@ impl<'a> SharedBytes<'a> {
 
     /// A `T` copied out of the bytes at `offset` (any alignment): one fetch of the shared
     /// bytes into a private value, which is then safe to validate and use.
+    #[inline]
     pub fn read<T: FromBytes>(&self, offset: usize) -> Result<T, FrameError> {
         let size = size_of::<T>();
         check_range(offset, size, self.len)?;
