@@ -437,3 +437,37 @@ fn blocking_halves_wait_for_space_and_data() {
     let _w = sender.join().unwrap();
     assert!(collector.join().unwrap() == data, "the bytes differ");
 }
+
+/// `read_from_fd_prefer` holds out for free space only while it spins: a reader that waits
+/// for a packet larger than what is in the ring (so it frees nothing) still gets the rest,
+/// which arrives in the fd while the ring has less free space than preferred.
+#[test]
+fn preferring_free_space_never_starves_a_reader_waiting_for_more() {
+    let host = Host::new();
+    let (mut tx, mut rx, _keep) = host.pair(90, 2048);
+    let data = pattern(90, 1900);
+    let (pipe_r, mut pipe_w) = pipe();
+    let feeder = {
+        let data = data.clone();
+        thread::spawn(move || {
+            // 1200 bytes now: the ring then has 848 free, fewer than the 1024 preferred; the
+            // reader waits for all 1900 and frees nothing meanwhile.
+            pipe_w.write_all(&data[..1200]).unwrap();
+            thread::sleep(Duration::from_millis(50));
+            pipe_w.write_all(&data[1200..]).unwrap();
+        })
+    };
+    let reader = thread::spawn(move || {
+        let mut got = vec![0u8; 1900];
+        rx.recv(&mut got).unwrap();
+        got
+    });
+    let mut moved = 0;
+    while moved < data.len() {
+        let n = tx.read_from_fd_prefer(pipe_r.as_fd(), 2048, 1024).unwrap();
+        assert!(n > 0, "end of file after {moved} bytes");
+        moved += n;
+    }
+    feeder.join().unwrap();
+    assert_eq!(reader.join().unwrap(), data);
+}

@@ -231,31 +231,55 @@ fn poll_tick(sh: &Shared, fd: BorrowedFd<'_>, events: PollFlags) -> io::Result<O
     }
 }
 
+/// Whether `fd` is in non-blocking mode (`O_NONBLOCK`); `false` if that cannot be told.
+fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
+}
+
+/// How much free ring space the input copy holds out for, while the peer is actively
+/// reading, before it reads the input into the ring: half the ring (or a chunk, if smaller).
+/// A nearly full ring is then not filled a few bytes per `readv(2)`; see
+/// [`WriteHalf::read_from_fd_prefer`], which takes any space rather than wait longer than
+/// its spin (no deadlock with a peer that waits for more data before it reads).
+fn preferred_space(writer: &WriteHalf, chunk: usize) -> usize {
+    chunk.min(writer.capacity() / 2).max(1)
+}
+
 fn input_to_vchan(
     input: BorrowedFd<'_>,
     writer: &mut WriteHalf,
     chunk: usize,
     sh: &Shared,
 ) -> Result<InputEnd> {
+    // A non-blocking input (the proxy's sockets) is read until it has nothing, and polled
+    // only then: one system call per chunk while data flows, instead of a poll(2) before
+    // every read. A blocking one (stdin of `vchan cat`) is polled before every read, so that
+    // a session ended by the other direction never leaves this thread in read(2) (stdin
+    // cannot be interrupted otherwise).
+    let nonblocking = is_nonblocking(input);
+    let prefer = preferred_space(writer, chunk);
+    let mut ready = false;
     loop {
         if sh.stop.load(Ordering::Acquire) {
             return Ok(InputEnd::Stopped);
         }
-        // Wait for input with a timeout, so that a session ended by the other direction does
-        // not leave this thread in read(2) (stdin cannot be interrupted otherwise).
-        if poll_tick(sh, input, PollFlags::POLLIN)
-            .context("poll on the input")?
-            .is_none()
+        // Wait for input with a timeout, so that the stop flag is seen.
+        if !ready
+            && poll_tick(sh, input, PollFlags::POLLIN)
+                .context("poll on the input")?
+                .is_none()
         {
             continue;
         }
-        match writer.read_from_fd(input, chunk) {
+        match writer.read_from_fd_prefer(input, chunk, prefer) {
             Ok(0) => break,
             Ok(n) => {
                 sh.to_vchan.fetch_add(n as u64, Ordering::Relaxed);
+                ready = nonblocking;
             }
-            // A non-blocking input that had nothing after all.
-            Err(e) if is_would_block(&e) => {}
+            // A non-blocking input that has nothing (now): wait for it.
+            Err(e) if is_would_block(&e) => ready = false,
             // The peer left (the output direction reports it once it has written out what
             // the peer sent), or the session is ending.
             Err(Error::PeerClosed { .. } | Error::Closed) => return Ok(InputEnd::Stopped),

@@ -80,9 +80,28 @@ impl WriteHalf {
     /// # Ok(()) }
     /// ```
     pub fn read_from_fd(&mut self, fd: BorrowedFd<'_>, max: usize) -> Result<usize> {
+        self.read_from_fd_prefer(fd, max, 1)
+    }
+
+    /// [`read_from_fd`](WriteHalf::read_from_fd), holding out for `prefer` bytes of free
+    /// space (clamped to `1..=max` and to the ring size) while it spins: a ring that is
+    /// nearly full is not read into a few bytes at a time (one system call per handful of
+    /// bytes) while the peer is about to free more. The holding out ends with the spin (the
+    /// half's [`SpinPolicy`](crate::SpinPolicy)): before sleeping, and in non-blocking
+    /// mode, any free byte will do, exactly as for `read_from_fd`. So it waits no longer
+    /// than `read_from_fd` would have for a peer that frees space only after it got more
+    /// data (one reading exact packets larger than the free space, say), and never
+    /// deadlocks where `read_from_fd` would not.
+    pub fn read_from_fd_prefer(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        max: usize,
+        prefer: usize,
+    ) -> Result<usize> {
         if max == 0 {
             return Ok(0);
         }
+        let prefer = prefer.clamp(1, max.min(self.tx.capacity()));
         let (waiting, tx) = self.waiting();
         let ep = waiting.ep;
         waiting.run(|request| {
@@ -95,7 +114,8 @@ impl WriteHalf {
                 tx.space()
             }
             .map_err(|e| ep.corrupt(e))?;
-            if space == 0 {
+            // Spinning (no request made): hold out for `prefer`; about to sleep: take any.
+            if space == 0 || (!request && space < prefer) {
                 return Ok(None);
             }
             let region = tx.reserve_up_to(max).map_err(|e| ep.corrupt(e))?;

@@ -32,6 +32,10 @@ use crate::util::{SetupFailed, UsageError, parse_chunk, report};
                   and carry the data; with `-`, connect at once, carry stdin/stdout, and exit.\n\n\
                   Data goes straight between the socket and the rings (readv/writev into and \
                   out of ring memory): one copy per hop.\n\n\
+                  Rings: a proxy server serves 64K rings each way unless --read-min or \
+                  --write-min is given (`--read-min 0 --write-min 0`: C's in-page 1K/2K rings, \
+                  what vchan-socket-proxy serves). A client, Rust or C, takes the sizes the \
+                  server chose.\n\n\
                   How a session ends. A vchan cannot carry a half-close, so when the socket's \
                   input ends (its peer shut down writing), the proxy first waits until the \
                   vchan peer has read everything, then keeps forwarding the vchan to the \
@@ -242,6 +246,23 @@ impl Sessions<'_> {
     }
 }
 
+/// The ring size a proxy server serves each way unless told otherwise: C's proxy serves its
+/// in-page 1K/2K rings, where every system call moves at most a ring's worth; 64K rings cost
+/// 32 granted pages each way and let a `readv`/`writev` move a whole 64K chunk.
+const SERVER_RING: usize = 64 << 10;
+
+/// Whether the command line sets a ring size itself (`--read-min`/`--write-min`, also as
+/// `--opt=value`): clap fills in the shared options' default (0) otherwise, which for a proxy
+/// server means [`SERVER_RING`].
+fn rings_given(argv: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    argv.into_iter().any(|a| {
+        let a = a.to_string_lossy();
+        ["--read-min", "--write-min"]
+            .iter()
+            .any(|opt| a == *opt || a.starts_with(&format!("{opt}=")))
+    })
+}
+
 fn proxy(args: &Args) -> Result<()> {
     let ep = parse_endpoint(&args.endpoint).map_err(|e| UsageError(format!("{e:#}")))?;
     let bopts = BridgeOpts {
@@ -261,7 +282,13 @@ fn proxy(args: &Args) -> Result<()> {
     let mut sessions = Sessions { args, count: 0 };
     match args.role {
         RoleArg::Server => {
-            let server = args.opts.server(args.domid, &args.path);
+            let server = if rings_given(std::env::args_os()) {
+                args.opts.server(args.domid, &args.path)
+            } else {
+                let mut opts = args.opts.clone();
+                (opts.read_min, opts.write_min) = (SERVER_RING, SERVER_RING);
+                opts.server(args.domid, &args.path)
+            };
             let mut withdraw = Withdraw::default();
             // Advertise before announcing readiness, so that "running" means "connect now".
             let mut chan = server
@@ -465,6 +492,17 @@ fn owned_fd(fd: i32) -> Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_options_are_recognised_in_both_forms() {
+        let argv = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(!rings_given(argv(&[
+            "vchan", "proxy", "server", "1", "/p", "/s"
+        ])));
+        assert!(rings_given(argv(&["vchan", "proxy", "--read-min", "0"])));
+        assert!(rings_given(argv(&["vchan", "proxy", "--write-min=2K"])));
+        assert!(!rings_given(argv(&["vchan", "proxy", "--read-minimal"])));
+    }
 
     #[test]
     fn endpoints() {
