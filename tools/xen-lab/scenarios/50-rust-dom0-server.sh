@@ -4,7 +4,7 @@
 # guest/vchan.sh), then 1 MiB each way with --spin-us 0 (every ring-full an event-channel
 # wake-up). Both sides check the shared (gntalloc) and mapped (gntdev) bytes in /proc/PID/maps.
 # Figures: TAG=to-client/to-server MB/s, as the server measured them (emulation: sanity only).
-LAB_TIMEOUT=1500
+LAB_TIMEOUT=2400
 . /lab/guest/pump.sh
 
 dom0() { pump_server_side "$DOMU"; }
