@@ -347,7 +347,7 @@ fn proxy(args: &Args) -> Result<()> {
                 }
                 // A listening socket handed to us by number (systemd-style activation).
                 Endpoint::Fd(fd) => Listener::Unix(UnixListener::from(owned_fd(*fd)?)),
-                Endpoint::Unix(p) => Listener::Unix(UnixListener::bind(p).with_context(|| {
+                Endpoint::Unix(p) => Listener::Unix(listen_unix(p).with_context(|| {
                     SetupFailed(format!(
                         "cannot listen on {} (remove a stale socket file first)",
                         p.display()
@@ -441,6 +441,29 @@ impl Withdraw {
             }
         }
     }
+}
+
+/// Listens on a Unix socket at `path` that appears in the file system only once it is
+/// listening. A plain `bind` creates the file before `listen` runs, and a program that waits
+/// for the file and connects at once can be refused in between. The socket is bound and
+/// listening under a temporary name in the same directory first, then hard-linked to `path`
+/// (which, unlike `rename`, fails instead of replacing a file already there).
+fn listen_unix(path: &std::path::Path) -> io::Result<UnixListener> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = dir.join(format!(".vchan-proxy-{}.sock", std::process::id()));
+    // A name too long for sun_path (108 bytes) where `path` itself fits: bind in place.
+    if tmp.as_os_str().len() >= 108 {
+        return UnixListener::bind(path);
+    }
+    // Left over from a process of our pid that died between bind and link.
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map(|()| listener)
 }
 
 fn write_state(args: &Args) -> Result<()> {
