@@ -52,3 +52,9 @@ pub use config::{Mode, SpinPolicy, check_path, default_path};
 pub use error::{Error, Result};
 pub use server::Server;
 pub use vchan_ring::Role;
+
+/// The Rust examples of the workspace's `README.md`, compiled (and run) as doc tests so that
+/// the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

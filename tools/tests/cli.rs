@@ -434,6 +434,24 @@ fn set_up_errors_are_clear_and_have_their_exit_code() {
     if !std::path::Path::new("/dev/xen/evtchn").exists() {
         assert_eq!(out.status.code(), Some(3), "{msg}");
         assert!(msg.contains("vchan sim"), "{msg}");
+        // A client proxy says so before listening, not at the first connection.
+        let sock = h.dir.path().join("nobackend.sock");
+        let out = wait_output(
+            Command::new(env!("CARGO_BIN_EXE_vchan"))
+                .args(["proxy", "client", "0", &path(54), sock.to_str().unwrap()])
+                .env_remove("VCHAN_SIM_DIR")
+                .env_remove("VCHAN_SIM_DOMID")
+                .env_remove("XENSTORED_PATH")
+                .stderr(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+            Duration::from_secs(10),
+        );
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{msg}");
+        assert!(msg.contains("vchan sim"), "{msg}");
+        assert!(!sock.exists(), "it listened anyway");
     }
     // Bad usage is clap's exit code 2.
     let out = h

@@ -335,6 +335,12 @@ fn proxy(args: &Args) -> Result<()> {
                 opts.wait.get_or_insert(f64::from(u32::MAX));
                 opts.client(args.domid, &args.path)
             };
+            if !matches!(ep, Endpoint::Stdio) {
+                // Sessions connect to the vchan only when a connection arrives: say now, not
+                // at every connection, if this machine has neither Xen nor a simulated host.
+                vchan_xenif::Backend::detect()
+                    .context(SetupFailed("cannot serve connections".into()))?;
+            }
             let listener = match &ep {
                 Endpoint::Stdio => {
                     write_state(args)?;
