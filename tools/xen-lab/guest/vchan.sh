@@ -29,61 +29,43 @@ vc_start_io() {
   lab_spawn "$_vn" "$@" > "$_vo" 2> "$LAB_TMP/$_vn.out"
 }
 
-# vc_finish NAME SECS: waits at most SECS for NAME to exit and prints its status; if it is
-# still running then, kills it (TERM, then KILL) and fails the part.
+# vc_finish NAME SECS [STALL_SECS]: waits at most SECS for NAME to exit and prints its status;
+# if it is still running then, kills it (TERM, then KILL) and fails the part. With STALL_SECS,
+# for a program printing `progress ...` lines (`vchan pump --progress`, every 0.25 s): also
+# fails, killing it, once its last output line has not changed for STALL_SECS. A hang is then
+# caught in STALL_SECS while SECS can allow for a slow host (under emulation, with other work
+# on the machine, a round's rate varies tenfold).
 vc_finish() {
   _vd=$(( $(lab_ms) + $2 * 1000 ))
-  _nap=0.05
-  while lab_running "$1"; do
-    if [ "$(lab_ms)" -ge "$_vd" ]; then
-      lab_kill "$1" TERM
-      sleep 1
-      lab_kill "$1" KILL
-      lab_fail "$1 did not finish within $2 s: $(tail -n 2 "$LAB_TMP/$1.out" | tr '\n' ' ')"
-    fi
-    lab_backoff
-  done
-  cat "$LAB_TMP/$1.rc"
-}
-
-# vc_progress NAME STALL_SECS SECS: vc_finish for a program printing `progress ...` lines
-# (`vchan pump --progress`, every 0.25 s): also fails, killing it, once its last progress line
-# has not changed for STALL_SECS. A hang is then caught in STALL_SECS while SECS can allow for a
-# slow host (under emulation, with other work on the machine, a round's rate varies tenfold).
-vc_progress() {
-  _vd=$(( $(lab_ms) + $3 * 1000 ))
   _vlast=
   _vsince=$(lab_ms)
   _nap=0.05
   while lab_running "$1"; do
     _vnow=$(lab_ms)
-    _vp=$(tail -n 1 "$LAB_TMP/$1.out")
-    if [ "$_vp" != "$_vlast" ]; then
-      _vlast=$_vp
-      _vsince=$_vnow
-    fi
     _vwhy=
-    [ $(( _vnow - _vsince )) -ge $(( $2 * 1000 )) ] && _vwhy="made no progress for $2 s"
-    [ "$_vnow" -ge "$_vd" ] && _vwhy="did not finish within $3 s"
+    if [ -n "${3:-}" ]; then
+      _vp=$(tail -n 1 "$LAB_TMP/$1.out")
+      if [ "$_vp" != "$_vlast" ]; then
+        _vlast=$_vp
+        _vsince=$_vnow
+      fi
+      [ $(( _vnow - _vsince )) -ge $(( $3 * 1000 )) ] && _vwhy="made no progress for $3 s"
+    fi
+    [ "$_vnow" -ge "$_vd" ] && _vwhy="did not finish within $2 s"
     if [ -n "$_vwhy" ]; then
       lab_kill "$1" TERM
       sleep 1
       lab_kill "$1" KILL
-      lab_fail "$1 $_vwhy (last: $_vp)"
+      lab_fail "$1 $_vwhy: $(tail -n 2 "$LAB_TMP/$1.out" | tr '\n' ' ')"
     fi
     lab_backoff
   done
   cat "$LAB_TMP/$1.rc"
 }
 
-# vc_ok NAME SECS [STALL_SECS]: vc_finish (with STALL_SECS: vc_progress), and the status must
-# be 0.
+# vc_ok NAME SECS [STALL_SECS]: vc_finish, and the status must be 0.
 vc_ok() {
-  if [ -n "${3:-}" ]; then
-    _vs=$(vc_progress "$1" "$3" "$2") || exit 1
-  else
-    _vs=$(vc_finish "$1" "$2") || exit 1
-  fi
+  _vs=$(vc_finish "$1" "$2" "${3:-}") || exit 1
   [ "$_vs" = 0 ] || lab_fail "$1 exited with status $_vs: $(tail -n 3 "$LAB_TMP/$1.out" | tr '\n' ' ')"
 }
 
